@@ -1,0 +1,44 @@
+"""The weighting protocol: an optax-like pair of pure functions over the Gramian.
+
+A weighting maps the Gramian ``C = G Gᵀ`` (``[m, m]``), the losses ``l`` (``[m]``) and
+optionally a preference ``r`` (``[m]``) to task weights ``w`` (``[m]``); the update
+direction is ``Gᵀ w`` (:func:`jaxpareto.combine`). Its state is a NamedTuple that holds
+the last weights and the solver's diagnostics, so it can be logged, checkpointed and
+carried through ``jax.lax.scan``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+
+
+class InitFn(Protocol):
+    def __call__(self, num_tasks: int, dtype: Any = ...) -> NamedTuple: ...
+
+
+class UpdateFn(Protocol):
+    def __call__(
+        self,
+        gram: jax.Array,
+        state: NamedTuple,
+        *,
+        losses: jax.Array | None = None,
+        preference: jax.Array | None = None,
+    ) -> tuple[jax.Array, NamedTuple]: ...
+
+
+class Weighting(NamedTuple):
+    """A weighting: a pair of pure functions plus the task count when it is fixed.
+
+    Attributes:
+      init: ``init(num_tasks, dtype=float32) -> state``.
+      update: ``update(gram, state, *, losses=None, preference=None) -> (weights, state)``.
+      num_tasks: ``m`` when the weighting was built for a fixed number of tasks (e.g.
+        from the length of its preference), else ``None``.
+    """
+
+    init: Callable[..., NamedTuple]
+    update: Callable[..., tuple[jax.Array, NamedTuple]]
+    num_tasks: int | None = None
