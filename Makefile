@@ -15,8 +15,14 @@ $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist (only as root with apt-get);
+# without it the demo says which data set it fell back to.
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[demo]"
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "note: dataset-fashion-mnist not installed; Multi-Fashion falls back to digits (see jp.data)"; \
+	fi
 	touch $@
 
 $(VENV)/.bench-installed: pyproject.toml | $(PY)
