@@ -1,0 +1,35 @@
+"""jaxpareto: gradient-based multi-objective optimization and multi-task learning in JAX.
+
+``import jaxpareto as jp``. The layers (DESIGN §1): Jacobians (``value_and_jacobian``,
+``gramian``, ``combine``) → weightings (pure solvers over the Gramian, in
+``jp.weighting``) → optax transforms (``jp.epo``, ``jp.mgda``, ...). Beside them:
+``jp.metrics``, ``jp.problems``, ``jp.data``, ``jp.models``.
+"""
+
+from jaxpareto import data, metrics, models, problems, weighting
+from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
+from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
+from jaxpareto.weighting import (
+    EpoResult,
+    LPResult,
+    MinNormResult,
+    PmtlResult,
+    Weighting,
+    chebyshev_weights,
+    epo_weights,
+    linear_weights,
+    linprog_simplex,
+    min_norm_weights,
+    pmtl_weights,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "data", "metrics", "models", "problems", "weighting",
+    "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
+    "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
+    "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",
+    "chebyshev_weights", "epo_weights", "linear_weights", "linprog_simplex",
+    "min_norm_weights", "pmtl_weights",
+]
