@@ -181,19 +181,31 @@ def _heads(params, z, batch):
     return jnp.stack([l0, l1, l2])
 
 
+def _weighting(name):
+    from jaxpareto import weighting
+
+    return {
+        "soft": _gram_dependent_weighting,
+        "mgda": weighting.mgda,
+        "epo": lambda: weighting.epo(jnp.array([1.0, 2.0, 0.5])),
+    }[name]()
+
+
 @pytest.mark.parametrize("head_scaling", ["reference", "paper"])
-def test_mtl_value_and_grad(head_scaling):
+@pytest.mark.parametrize("name", ["soft", "mgda", "epo"])
+def test_mtl_value_and_grad(head_scaling, name):
     params = _mtl_model(jax.random.PRNGKey(10))
     batch = (jax.random.normal(jax.random.PRNGKey(11), (8, 6)),
              jax.random.normal(jax.random.PRNGKey(12), (8, 3)))
-    w8 = _gram_dependent_weighting()
+    w8 = _weighting(name)
     step = jax.jit(mtl_value_and_grad(_encode, _heads, w8, head_scaling=head_scaling))
-    (losses, grads), state = step(params, batch, w8.init(3, jnp.float64))
+    state0 = w8.init(3, jnp.float64)
+    (losses, grads), state = step(params, batch, state0)
 
     # Oracle 1: weights from the explicit Jacobian w.r.t. the representation.
     z = _encode(params, batch)
     jz = jax.jacrev(lambda zz: _heads(params, zz, batch))(z).reshape(3, -1)
-    expected_w, _ = w8.update(jz @ jz.T, None)
+    expected_w, _ = w8.update(jz @ jz.T, state0, losses=_heads(params, z, batch))
     np.testing.assert_allclose(state.weights, expected_w, rtol=1e-12)
     np.testing.assert_allclose(losses, _heads(params, z, batch), rtol=1e-12)
 
