@@ -1,0 +1,433 @@
+"""Quality metrics for loss vectors and fronts, and preference grids.
+
+All objectives are minimized. Which functions are jittable:
+
+=============================  ========  =============================================
+function                       jit/vmap  cost
+=============================  ========  =============================================
+``non_uniformity``             yes       ``O(m)``; leading batch axes allowed
+``ray_cosine``                 yes       ``O(m)``; leading batch axes allowed
+``igd`` / ``igd_plus``         yes       ``O(p q m)``, chunked over the front
+``hypervolume``                yes       exact; ``O(n log n)`` for m = 2, ``O(n²)`` for
+                                         m = 3, ``O(n^(m−1))`` for m ≥ 4 (small sets)
+``hypervolume_contributions``  yes       ``n`` times ``hypervolume``
+``das_dennis``                 no        host-side grid (static integers in)
+``circle_points``              no        host-side grid (static integers in)
+=============================  ========  =============================================
+
+The preference grids live here (not in :mod:`jaxpareto.problems`) because they are
+evaluation tools: EPO / PHN evaluate on ``circle_points`` rays, PHN's SARCOS hypervolume
+uses Das–Dennis rays.
+
+Hypervolume. For points ``P ⊂ R^m`` and a reference ``z``, ``HV(P) = vol(∪_{p ∈ P,
+p < z} [p, z])``. The exact method is the slicing (dimension-sweep) recursion of While
+et al. (2006, "A faster algorithm for calculating hypervolume", HSO): sweep the last
+coordinate in sorted order; between two consecutive values the slab's cross-section is
+the (m−1)-dimensional hypervolume of the points already swept. With static shapes the
+"points already swept" are a boolean mask, so every level is a fixed-size
+``lax.map`` and the base case (m = 2) is one ``cummin`` over the points sorted by
+their first coordinate. Sort orders are computed once per coordinate. On a 2-core CPU
+(jitted, float64): m = 2, n = 10⁴ in ~15 ms; m = 3, n = 10³ in ~80 ms and
+n = 3·10³ in ~0.5 s; m = 4, n = 100 in ~35 ms; m = 5, n = 30 in ~20 ms. For large
+sets outside ``jit`` a dedicated C implementation (e.g. ``moocore``) is faster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpareto._validate import check_float, is_concrete
+
+__all__ = [
+    "non_uniformity",
+    "ray_cosine",
+    "igd",
+    "igd_plus",
+    "hypervolume",
+    "hypervolume_contributions",
+    "das_dennis",
+    "circle_points",
+]
+
+# Elements a single vectorised chunk of the sweep may hold (memory bound for lax.map).
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers (static shapes only).
+
+
+def _losses_and_preference(losses, preference, fn: str):
+    """``losses: [..., m]`` float, ``preference: [m]`` or ``[..., m]`` (cast to losses' dtype)."""
+    losses = check_float(losses, "losses")
+    if losses.ndim < 1 or losses.shape[-1] < 1:
+        raise ValueError(f"{fn}: `losses` must have shape [..., m] with m >= 1, got {losses.shape}.")
+    m = losses.shape[-1]
+    if preference is None:
+        return losses, jnp.ones((m,), losses.dtype)
+    r = jnp.asarray(preference)
+    if r.dtype == jnp.bool_ or not (
+        jnp.issubdtype(r.dtype, jnp.floating) or jnp.issubdtype(r.dtype, jnp.integer)
+    ):
+        raise TypeError(f"{fn}: `preference` must be a real vector, got dtype {r.dtype}.")
+    if r.ndim < 1 or r.shape[-1] != m:
+        raise ValueError(
+            f"{fn}: `preference` must have shape ({m},) (or [..., {m}]) to match "
+            f"`losses` {losses.shape}, got {r.shape}."
+        )
+    try:
+        np.broadcast_shapes(r.shape, losses.shape)
+    except ValueError:
+        raise ValueError(
+            f"{fn}: `preference` shape {r.shape} does not broadcast with `losses` {losses.shape}."
+        ) from None
+    if is_concrete(r):
+        v = np.asarray(r)
+        if not np.all(np.isfinite(v)) or not np.all(v > 0):
+            raise ValueError(f"{fn}: `preference` must be finite and strictly positive, got {v}.")
+    # The losses fix the output dtype: a float64 numpy preference must not upcast
+    # float32 losses.
+    return losses, r.astype(losses.dtype)
+
+
+def _point_set(x, name: str, fn: str) -> jax.Array:
+    x = check_float(x, name)
+    if x.ndim != 2:
+        raise ValueError(f"{fn}: `{name}` must be a [num_points, m] matrix, got shape {x.shape}.")
+    if x.shape[1] < 1:
+        raise ValueError(f"{fn}: `{name}` must have m >= 1 objectives, got shape {x.shape}.")
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Ray metrics (EPO search).
+
+
+def non_uniformity(losses, preference=None) -> jax.Array:
+    """Non-uniformity of ``r ⊙ l``: ``μ_r(l) = KL(l̂ ‖ 𝟙/m) = Σ_j l̂_j log(m l̂_j)``.
+
+    ``l̂ = r ⊙ l / Σ_j r_j l_j`` (Mahapatra & Rajan 2020, seed 003, eqs. 9–11).
+    ``μ = 0`` iff ``r ⊙ l ∝ 𝟙``, i.e. ``l`` lies on the ray ``r⁻¹``; ``μ ≤ log m``.
+
+    Args:
+      losses: ``[..., m]`` loss vectors (leading axes are batch axes).
+      preference: ``[m]`` or broadcastable ``[..., m]``, positive; ``None`` = ``𝟙``.
+        Cast to the dtype of ``losses``.
+
+    Returns:
+      ``[...]`` in the dtype of ``losses``.
+
+    Degenerate input, never NaN: ``0 log 0 = 0``; negative entries of ``r ⊙ l`` are
+    clipped to 0 (the EPO reference code rejects negative losses); if ``r ⊙ l`` is all
+    zero the result is 0 (the origin lies on every ray). Non-finite entries propagate.
+    """
+    losses, r = _losses_and_preference(losses, preference, "non_uniformity")
+    return _non_uniformity(losses, r)
+
+
+@jax.jit
+def _non_uniformity(losses, r):
+    m = losses.shape[-1]
+    rl = jnp.maximum(r * losses, 0)
+    total = jnp.sum(rl, axis=-1, keepdims=True)
+    ok = total > 0
+    # Double `where` keeps gradients finite at the guarded points.
+    lhat = rl / jnp.where(ok, total, 1)
+    pos = lhat > 0
+    terms = jnp.where(pos, lhat * jnp.log(jnp.where(pos, m * lhat, 1)), 0)
+    mu = jnp.sum(terms, axis=-1)
+    return jnp.where(ok[..., 0], mu, jnp.zeros_like(mu))
+
+
+def ray_cosine(losses, preference=None) -> jax.Array:
+    """Cosine between ``r ⊙ l`` and ``𝟙``: ``Σ_j r_j l_j / (√m ‖r ⊙ l‖₂)``.
+
+    EPO's exact Pareto-optimal point for the preference ``r`` satisfies ``r ⊙ l ∝ 𝟙``
+    (seed 003, eq. 8: ``r₁l₁ = … = r_m l_m``), i.e. ``l`` is on the ray through
+    ``r⁻¹``; the cosine is 1 exactly there. For non-negative losses it lies in ``[1/√m, 1]``.
+
+    Args:
+      losses: ``[..., m]`` loss vectors.
+      preference: ``[m]`` or broadcastable ``[..., m]``, positive; ``None`` = ``𝟙``.
+        Cast to the dtype of ``losses``.
+
+    Returns:
+      ``[...]`` in the dtype of ``losses``. For ``r ⊙ l = 0`` the result is 1 (the
+      origin lies on every ray), never NaN.
+    """
+    losses, r = _losses_and_preference(losses, preference, "ray_cosine")
+    return _ray_cosine(losses, r)
+
+
+@jax.jit
+def _ray_cosine(losses, r):
+    m = losses.shape[-1]
+    rl = r * losses
+    # Scale by the largest magnitude first: avoids overflow/underflow of the squares.
+    scale = jnp.max(jnp.abs(rl), axis=-1, keepdims=True)
+    ok = scale > 0
+    u = rl / jnp.where(ok, scale, 1)
+    norm = jnp.sqrt(jnp.sum(u * u, axis=-1))
+    cos = jnp.sum(u, axis=-1) / (jnp.sqrt(jnp.asarray(m, losses.dtype)) * jnp.where(ok[..., 0], norm, 1))
+    return jnp.where(ok[..., 0], cos, jnp.ones_like(cos))
+
+
+# ---------------------------------------------------------------------------
+# Distances to a reference front.
+
+
+def _front_distance(points, front, fn: str, plus: bool) -> jax.Array:
+    points = _point_set(points, "points", fn)
+    front = _point_set(front, "front", fn)
+    if points.shape[1] != front.shape[1]:
+        raise ValueError(
+            f"{fn}: `points` {points.shape} and `front` {front.shape} need the same number "
+            "of objectives m."
+        )
+    if points.shape[0] == 0 or front.shape[0] == 0:
+        raise ValueError(
+            f"{fn}: `points` and `front` must be non-empty, got {points.shape} and {front.shape}."
+        )
+    dtype = jnp.result_type(points.dtype, front.dtype)
+    points, front = points.astype(dtype), front.astype(dtype)
+    finite = jnp.all(jnp.isfinite(points), axis=1)
+    safe_points = jnp.where(finite[:, None], points, 0)
+
+    def nearest(z):  # z: [m], one front point -> distance to the nearest point
+        diff = safe_points - z
+        if plus:
+            # IGD+ (Ishibuchi et al. 2015): only the part where a point is worse than z.
+            diff = jnp.maximum(diff, 0)
+        d = jnp.sqrt(jnp.sum(diff * diff, axis=1))
+        return jnp.min(jnp.where(finite, d, jnp.inf))
+
+    batch = max(1, min(front.shape[0], _CHUNK_ELEMENTS // max(1, points.size)))
+    return jnp.mean(jax.lax.map(nearest, front, batch_size=batch))
+
+
+def igd(points, front) -> jax.Array:
+    """Inverted generational distance: ``IGD(P, F) = (1/|F|) Σ_{z ∈ F} min_{p ∈ P} ‖p − z‖₂``.
+
+    Coello & Reyes Sierra (2004). ``front`` is the (sampled) true Pareto front, so IGD
+    measures both convergence to and coverage of the front.
+
+    Args:
+      points: ``[p, m]`` obtained loss vectors. Rows with a non-finite entry are
+        ignored; if every row is non-finite the result is ``+inf``.
+      front: ``[q, m]`` reference front.
+
+    Returns:
+      scalar in the common dtype of ``points`` and ``front``. Jittable; memory is
+      bounded by mapping over chunks of ``front``.
+    """
+    return _front_distance(points, front, "igd", plus=False)
+
+
+def igd_plus(points, front) -> jax.Array:
+    """IGD+ (Ishibuchi et al. 2015): as :func:`igd` with the distance
+    ``d⁺(z, p) = ‖max(p − z, 0)‖₂`` (weakly Pareto compliant for minimization).
+
+    Args and returns as :func:`igd`.
+    """
+    return _front_distance(points, front, "igd_plus", plus=True)
+
+
+# ---------------------------------------------------------------------------
+# Hypervolume.
+
+
+def _hypervolume_args(points, reference, fn: str):
+    points = _point_set(points, "points", fn)
+    reference = check_float(reference, "reference")
+    m = points.shape[1]
+    if reference.shape != (m,):
+        raise ValueError(
+            f"{fn}: `reference` must have shape ({m},) to match `points` {points.shape}, "
+            f"got {reference.shape}."
+        )
+    if is_concrete(reference) and not np.all(np.isfinite(np.asarray(reference))):
+        raise ValueError(f"{fn}: `reference` must be finite, got {np.asarray(reference)}.")
+    return points, reference.astype(points.dtype)
+
+
+def _sweep_orders(points):
+    """Per coordinate: the sort order and each point's rank in it. ``[m, n]`` each."""
+    order = jnp.argsort(points, axis=0).T
+    n = points.shape[0]
+    rank = jnp.zeros_like(order).at[jnp.arange(order.shape[0])[:, None], order].set(
+        jnp.arange(n, dtype=order.dtype)
+    )
+    return order, rank
+
+
+def _hv2(points, reference, active, order_x):
+    """Area dominated by the ``active`` points in the first two coordinates.
+
+    In order of increasing ``x``: ``Σ_i (x_{i+1} − x_i)(z_y − min_{j ≤ i, active} y_j)``
+    with ``x_{n} = z_x``. Inactive points only refine the partition (their ``y`` is
+    replaced by ``z_y``), so they add nothing.
+    """
+    x = points[order_x, 0]
+    y = jnp.where(active[order_x], points[order_x, 1], reference[1])
+    width = jnp.concatenate([x[1:], reference[:1]]) - x
+    height = reference[1] - jax.lax.cummin(y)
+    return jnp.sum(width * height)
+
+
+def _hv_level(points, reference, active, k, order, rank):
+    """Hypervolume of the ``active`` points in coordinates ``0..k`` (slicing on ``k``)."""
+    if k == 0:
+        return jnp.max(jnp.where(active, reference[0] - points[:, 0], 0))
+    if k == 1:
+        return _hv2(points, reference, active, order[0])
+    n = points.shape[0]
+    z = points[order[k], k]
+    width = jnp.concatenate([z[1:], reference[k : k + 1]]) - z
+    rank_k = rank[k]
+
+    def slab(i):
+        # Points with rank <= i are the ones swept so far; the slab between the i-th
+        # and (i+1)-th value of coordinate k has their (k)-dimensional hypervolume as
+        # its cross-section.
+        swept = active & (rank_k <= i)
+        return width[i] * _hv_level(points, reference, swept, k - 1, order, rank)
+
+    # Innermost sweep level: vectorise slabs in chunks of ~_CHUNK_ELEMENTS; outer levels
+    # run sequentially so memory stays O(n · chunk).
+    batch = max(1, min(n, _CHUNK_ELEMENTS // max(1, n))) if k == 2 else 1
+    return jnp.sum(jax.lax.map(slab, jnp.arange(n), batch_size=batch))
+
+
+# Jitted so that eager calls compile the sweep once per shape instead of tracing the
+# nested lax.map on every call.
+@jax.jit
+def _hypervolume_masked(points, reference, active):
+    m = points.shape[1]
+    # Non-dominating points are moved onto the reference so they bound zero volume.
+    points = jnp.where(active[:, None], points, reference)
+    order, rank = _sweep_orders(points)
+    return _hv_level(points, reference, active, m - 1, order, rank)
+
+
+def hypervolume(points, reference) -> jax.Array:
+    """Exact hypervolume dominated by ``points`` w.r.t. ``reference`` (minimization).
+
+    ``HV(P; z) = Λ(∪_{p ∈ P, p < z} [p₁, z₁] × … × [p_m, z_m])`` with ``Λ`` the Lebesgue
+    measure. Only points strictly better than ``z`` in every coordinate contribute;
+    points with NaN never do. Dominated points and duplicates are handled exactly.
+
+    Algorithm (see module docstring): slicing recursion with static shapes — exact,
+    jittable and vmappable for every ``m``; cost ``O(n log n)`` for m = 2, ``O(n²)`` for
+    m = 3, ``O(n^(m−1))`` for m ≥ 4 (fine for the small sets of m ≥ 4 evaluation, e.g.
+    n ≤ 100 for m = 4, n ≤ 30 for m = 5). Differentiable almost everywhere.
+
+    Args:
+      points: ``[n, m]`` loss vectors (``n`` may be 0).
+      reference: ``[m]`` finite reference point; cast to the dtype of ``points``.
+
+    Returns:
+      scalar in the dtype of ``points``.
+    """
+    points, reference = _hypervolume_args(points, reference, "hypervolume")
+    if points.shape[0] == 0:
+        return jnp.zeros((), points.dtype)
+    active = jnp.all(points < reference, axis=1)
+    return _hypervolume_masked(points, reference, active)
+
+
+def hypervolume_contributions(points, reference) -> jax.Array:
+    """Exclusive contributions ``HV(P) − HV(P ∖ {p_i})`` of every point.
+
+    Dominated points, duplicates (each copy is covered by the other) and points that do
+    not dominate ``reference`` get 0. Computed as ``n`` masked hypervolumes, so its cost
+    is ``n`` times that of :func:`hypervolume`; the subtraction loses absolute accuracy
+    of order ``eps · HV(P)``. Jittable.
+
+    Args:
+      points: ``[n, m]``; reference: ``[m]``.
+
+    Returns:
+      ``[n]`` in the dtype of ``points``, non-negative.
+    """
+    points, reference = _hypervolume_args(points, reference, "hypervolume_contributions")
+    n = points.shape[0]
+    if n == 0:
+        return jnp.zeros((0,), points.dtype)
+    active = jnp.all(points < reference, axis=1)
+    total = _hypervolume_masked(points, reference, active)
+    idx = jnp.arange(n)
+
+    def without(i):
+        return _hypervolume_masked(points, reference, active & (idx != i))
+
+    rest = jax.lax.map(without, idx)
+    return jnp.maximum(total - rest, 0)
+
+
+# ---------------------------------------------------------------------------
+# Preference grids (host side; static integers in, arrays out).
+
+
+def _check_int(x, name: str, minimum: int, fn: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{fn}: `{name}` must be a Python int, got {type(x).__name__}.")
+    if x < minimum:
+        raise ValueError(f"{fn}: `{name}` must be >= {minimum}, got {x}.")
+    return int(x)
+
+
+def das_dennis(m: int, num_partitions: int, *, dtype=None) -> jax.Array:
+    """Das & Dennis (1998) simplex lattice: all ``w = k / H`` with ``k ∈ ℕ^m``, ``Σ k = H``.
+
+    There are ``C(H + m − 1, m − 1)`` points, in lexicographically decreasing order of
+    ``k`` (the first row is ``e₁``). Used for preference grids with ``m ≥ 3`` (PHN
+    evaluates SARCOS on ``das_dennis(7, 11)``, 12376 rays).
+
+    Args:
+      m: number of objectives, ``>= 1``.
+      num_partitions: ``H >= 1``.
+      dtype: output float dtype; default the JAX default float.
+
+    Returns:
+      ``[C(H+m−1, m−1), m]`` on the simplex. Not jittable (its size depends on the
+      arguments); call it outside ``jit``.
+    """
+    m = _check_int(m, "m", 1, "das_dennis")
+    h = _check_int(num_partitions, "num_partitions", 1, "das_dennis")
+    # Stars and bars: choose the m−1 bar positions among H + m − 1 slots.
+    rows = []
+    for bars in itertools.combinations(range(h + m - 1), m - 1):
+        edges = (-1,) + bars + (h + m - 1,)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(m)])
+    k = np.asarray(rows, dtype=np.int64).reshape(-1, m)
+    k = k[np.lexsort(k.T[::-1])[::-1]]
+    return jnp.asarray(k / h, dtype=dtype or jnp.result_type(float))
+
+
+def circle_points(num: int, start: float = 0.0, end: float = math.pi / 2, *, dtype=None) -> jax.Array:
+    """Two-objective preference rays ``r = (cos φ, sin φ)``, ``φ = linspace(start, end, num)``.
+
+    As in the EPO / PHN reference code (``circle_points``): EPO's toy problem uses
+    ``φ ∈ [π/20, 9π/20]``, its Multi-MNIST runs ``circle_points(5, 1e-4·π/2,
+    0.9999·π/2)``, PHN evaluates on ``circle_points(25, 0.1, π/2 − 0.1)`` normalised to
+    sum 1 (divide by ``r.sum(1, keepdims=True)`` for that). Rays have unit 2-norm.
+
+    Args:
+      num: number of rays, ``>= 1`` (one ray: ``φ = start``).
+      start, end: angles in radians.
+      dtype: output float dtype; default the JAX default float.
+
+    Returns:
+      ``[num, 2]``. Not jittable in ``num``.
+    """
+    num = _check_int(num, "num", 1, "circle_points")
+    for name, v in (("start", start), ("end", end)):
+        if not np.isfinite(v):
+            raise ValueError(f"circle_points: `{name}` must be finite, got {v}.")
+    phi = np.linspace(float(start), float(end), num)
+    return jnp.asarray(np.stack([np.cos(phi), np.sin(phi)], axis=1), dtype=dtype or jnp.result_type(float))

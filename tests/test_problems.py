@@ -1,0 +1,450 @@
+"""Tests for jaxpareto.problems against independent oracles.
+
+Oracles: the closed-form two-gradient min-norm (written here), scipy SLSQP for the
+min-norm over the simplex (m ≥ 3), scipy minimize for weighted-sum minimisers, numpy
+re-implementations of the loss formulas, central finite differences, brute-force
+dominance checks over random samples, dense grids plus ``minimize_scalar`` for
+distances.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import minimize, minimize_scalar
+
+from jaxpareto import problems
+
+
+# ---------------------------------------------------------------------------
+# Oracles.
+
+
+def min_norm_two(g1, g2):
+    """min_{γ∈[0,1]} ‖γ g1 + (1−γ) g2‖ in closed form."""
+    diff = g1 - g2
+    denom = diff @ diff
+    gamma = 0.5 if denom == 0 else float(np.clip(-(diff @ g2) / denom, 0, 1))
+    return float(np.linalg.norm(gamma * g1 + (1 - gamma) * g2))
+
+
+def min_norm_slsqp(jac):
+    """min_{β∈Δ} ‖Jᵀβ‖ by SLSQP from several starts."""
+    jac = np.asarray(jac, float)
+    m = jac.shape[0]
+    gram = jac @ jac.T
+    best = np.inf
+    starts = [np.full(m, 1 / m)] + list(np.eye(m) * 0.9 + 0.1 / m)
+    for x0 in starts:
+        res = minimize(
+            lambda b: b @ gram @ b, x0, jac=lambda b: 2 * gram @ b, method="SLSQP",
+            bounds=[(0, 1)] * m, constraints=[{"type": "eq", "fun": lambda b: b.sum() - 1}],
+            options={"ftol": 1e-16, "maxiter": 500},
+        )
+        best = min(best, float(res.x @ gram @ res.x))
+    return math.sqrt(max(best, 0.0))
+
+
+def fd_jacobian(f, x, h=1e-6):
+    x = np.asarray(x, float)
+    cols = []
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = h
+        cols.append((np.asarray(f(x + e)) - np.asarray(f(x - e))) / (2 * h))
+    return np.stack(cols, axis=1)
+
+
+def dominates(a, b):
+    return np.all(a <= b) and np.any(a < b)
+
+
+def check_jacobian(problem, params):
+    jac = np.asarray(jax.jacrev(problem.loss_fn)(jnp.asarray(params)))
+    fd = fd_jacobian(lambda x: problem.loss_fn(jnp.asarray(x)), params)
+    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------
+# EPO synthetic.
+
+
+def epo_losses_np(theta):
+    n = theta.size
+    a = np.ones(n) / np.sqrt(n)
+    return np.array([1 - np.exp(-np.sum((theta - a) ** 2)), 1 - np.exp(-np.sum((theta + a) ** 2))])
+
+
+class TestEpoSynthetic(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_loss_matches_formula_and_vmap(self):
+        p = problems.epo_synthetic(20)
+        fn = self.variant(jax.vmap(p.loss_fn))
+        thetas = np.random.default_rng(0).normal(size=(16, 20)) * 0.3
+        np.testing.assert_allclose(np.asarray(fn(thetas)), [epo_losses_np(t) for t in thetas], rtol=1e-13)
+        assert (p.num_objectives, p.num_params) == (2, 20)
+
+    def test_front_equals_loss_on_pareto_set_and_is_stationary(self):
+        p = problems.epo_synthetic(20)
+        num = 41
+        front = np.asarray(p.pareto_front(num))
+        t = np.linspace(1, -1, num)
+        thetas = np.asarray(p.pareto_set(jnp.asarray(t)))
+        np.testing.assert_allclose(thetas, t[:, None] / np.sqrt(20) * np.ones(20), rtol=1e-15)
+        np.testing.assert_allclose(front, [epo_losses_np(th) for th in thetas], rtol=1e-12, atol=1e-15)
+        assert np.all(np.diff(front[:, 0]) > 0) and np.all(np.diff(front[:, 1]) < 0)
+        jac = jax.jit(jax.vmap(jax.jacrev(p.loss_fn)))(jnp.asarray(thetas))
+        worst = max(min_norm_two(*np.asarray(j)) for j in jac)
+        assert worst < 1e-14
+        assert bool(jnp.all(jax.vmap(p.is_pareto_optimal)(jnp.asarray(thetas))))
+        # Points beyond the segment end are not stationary.
+        outside = jax.jacrev(p.loss_fn)(jnp.full(20, 1.3 / np.sqrt(20)))
+        assert min_norm_two(*np.asarray(outside)) > 1e-2
+
+    def test_front_is_nondominated_and_concave(self):
+        p = problems.epo_synthetic(20)
+        front = np.asarray(p.pareto_front(201))
+        rng = np.random.default_rng(1)
+        # Random parameters, including points near the Pareto segment.
+        t = rng.uniform(-1.2, 1.2, size=(3000, 1))
+        thetas = t / np.sqrt(20) + rng.normal(size=(3000, 20)) * rng.uniform(0, 0.2, (3000, 1))
+        samples = np.asarray(jax.jit(jax.vmap(p.loss_fn))(thetas))
+        for f in front:
+            assert not np.any(np.all(samples < f - 1e-12, axis=1))
+        for i in range(0, 201, 20):
+            assert not any(dominates(front[j], front[i]) for j in range(201))
+        # Concave in the middle (|t| < 1/√2): no weighted sum reaches it; its minimisers
+        # lie in the convex end pieces (|t| ≥ 0.9575, found by a dense grid offline).
+        t = np.linspace(1, -1, 201)
+        for w in np.linspace(1e-4, 1 - 1e-4, 101):
+            k = np.argmin(front @ np.array([w, 1 - w]))
+            assert abs(t[k]) > 0.9
+
+    def test_distance_vs_brute_force(self):
+        p = problems.epo_synthetic(20)
+        dist = jax.jit(p.distance_to_pareto_set)
+        rng = np.random.default_rng(2)
+        a = np.ones(20) / np.sqrt(20)
+        ts = np.linspace(-1, 1, 20001)
+        for scale in (0.05, 0.3, 2.0):
+            for theta in rng.normal(size=(5, 20)) * scale:
+                grid = np.min(np.linalg.norm(theta[None] - ts[:, None] * a, axis=1))
+                fine = minimize_scalar(lambda s: np.linalg.norm(theta - s * a), bounds=(-1, 1), method="bounded",
+                                       options={"xatol": 1e-12})
+                want = min(grid, fine.fun)
+                assert float(dist(theta)) == pytest.approx(want, rel=1e-9, abs=1e-12)
+                assert float(dist(theta)) <= grid + 1e-15
+        # The projection onto the segment dominates the point (why the segment is the set).
+        for theta in rng.normal(size=(20, 20)) * 0.5:
+            proj = np.clip(theta @ a, -1, 1) * a
+            assert dominates(epo_losses_np(proj), epo_losses_np(theta))
+            assert not bool(p.is_pareto_optimal(theta, 1e-6))
+
+    def test_gradient_vs_finite_differences(self):
+        p = problems.epo_synthetic(7)
+        for theta in np.random.default_rng(3).normal(size=(4, 7)) * 0.4:
+            check_jacobian(p, theta)
+
+    def test_initialisations(self):
+        p = problems.epo_synthetic(20)
+        keys = jax.random.split(jax.random.PRNGKey(0), 200)
+
+        @jax.jit
+        def sample(keys):
+            draw = lambda kind: jax.vmap(lambda k: p.init_params(k, kind))(keys)
+            return draw("easy"), draw("hard"), draw("box")
+
+        easy, hard, box = (np.asarray(x) for x in sample(keys))
+        assert np.all(np.abs(easy) <= 0.4) and easy.min() < -0.35 and easy.max() > 0.35
+        sign = (-1.0) ** np.arange(20)
+        assert np.all(hard * sign >= 0.15) and np.all(hard * sign <= 0.5)
+        assert hard.min() * -1 > 0.45 and hard.max() > 0.45
+        assert np.all(np.abs(box) <= 1 / np.sqrt(20))
+        d_hard = np.asarray(jax.vmap(p.distance_to_pareto_set)(hard))
+        d_easy = np.asarray(jax.vmap(p.distance_to_pareto_set)(easy))
+        assert d_hard.mean() > 1.3 * d_easy.mean() > 0
+        # Default kind is "easy"; dtype follows the argument (checked without compiling).
+        np.testing.assert_array_equal(np.asarray(p.init_params(keys[0])), easy[0])
+        assert jax.eval_shape(lambda k: p.init_params(k, "hard", jnp.float32), keys[0]).dtype == jnp.float32
+
+    def test_float32(self):
+        p = problems.epo_synthetic(20)
+        theta = np.random.default_rng(4).normal(size=20) * 0.3
+        out = p.loss_fn(jnp.asarray(theta, jnp.float32))
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(out), epo_losses_np(theta), rtol=1e-5)
+        assert p.pareto_front(5, dtype=jnp.float32).dtype == jnp.float32
+        assert p.pareto_set(jnp.float32(0.5)).dtype == jnp.float32
+
+    def test_pareto_set_clips_and_accepts_ints(self):
+        p = problems.epo_synthetic(4)
+        np.testing.assert_allclose(np.asarray(p.pareto_set(3.0)), np.full(4, 0.5), rtol=1e-15)
+        np.testing.assert_allclose(np.asarray(p.pareto_set(-1)), np.full(4, -0.5), rtol=1e-15)
+        assert p.pareto_set(jnp.zeros((2, 3))).shape == (2, 3, 4)
+
+    def test_bad_input(self):
+        p = problems.epo_synthetic(20)
+        with pytest.raises(ValueError, match="params"):
+            p.loss_fn(jnp.zeros(19))
+        with pytest.raises(ValueError, match="params"):
+            p.loss_fn(jnp.zeros((2, 20)))
+        with pytest.raises(TypeError, match="params"):
+            p.loss_fn(jnp.zeros(20, jnp.int32))
+        with pytest.raises(ValueError, match="`n`"):
+            problems.epo_synthetic(0)
+        with pytest.raises(TypeError, match="`n`"):
+            problems.epo_synthetic(2.5)
+        with pytest.raises(ValueError, match="kind"):
+            p.init_params(jax.random.PRNGKey(0), "medium")
+        with pytest.raises(ValueError, match="num"):
+            p.pareto_front(0)
+
+
+# ---------------------------------------------------------------------------
+# Convex quadratics.
+
+
+def quad_losses_np(theta, a, c):
+    d = theta[None] - c
+    return 0.5 * np.einsum("mi,mij,mj->m", d, a, d)
+
+
+def random_spd(rng, m, n, cond):
+    q, _ = np.linalg.qr(rng.normal(size=(m, n, n)))
+    lam = np.exp(rng.uniform(0, np.log(cond), size=(m, n)))
+    a = np.einsum("mij,mj,mkj->mik", q, lam, q)
+    return 0.5 * (a + np.swapaxes(a, 1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _quadratic_problem():
+    rng = np.random.default_rng(0)
+    a, c = random_spd(rng, 3, 4, 20.0), rng.normal(size=(3, 4))
+    return problems.convex_quadratics(a, c), a, c
+
+
+class TestConvexQuadratics(chex.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.p3, self.a, self.c = _quadratic_problem()
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_loss_formula_and_vmap(self):
+        a = np.array([[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]]])
+        c = np.array([[1.0, -1.0], [0.5, 2.0]])
+        p = problems.convex_quadratics(a, c)
+        thetas = np.random.default_rng(0).normal(size=(10, 2))
+        got = self.variant(jax.vmap(p.loss_fn))(thetas)
+        np.testing.assert_allclose(np.asarray(got), [quad_losses_np(t, a, c) for t in thetas], rtol=1e-13)
+        # Minimisers have zero loss: the data were recovered correctly in setUp.
+        np.testing.assert_allclose(np.asarray(self.p3.loss_fn(jnp.asarray(self.c[1])))[1], 0, atol=1e-20)
+
+    def test_pareto_set_vs_scipy_weighted_sum(self):
+        rng = np.random.default_rng(1)
+        alphas = np.concatenate([rng.dirichlet(np.ones(3), 6), np.eye(3), [[0.5, 0.5, 0.0]]])
+        thetas = np.asarray(self.p3.pareto_set(jnp.asarray(alphas)))
+        for alpha, theta in zip(alphas, thetas):
+            obj = lambda t: alpha @ quad_losses_np(t, self.a, self.c)
+            grad = lambda t: np.einsum("m,mij,mj->i", alpha, self.a, t[None] - self.c)
+            res = minimize(obj, np.zeros(4), jac=grad, method="BFGS", options={"gtol": 1e-12})
+            np.testing.assert_allclose(theta, res.x, atol=1e-7)
+        # Degenerate α: all zero -> uniform weights (finite, documented); integer α works.
+        np.testing.assert_allclose(np.asarray(self.p3.pareto_set(jnp.zeros(3))),
+                                   np.asarray(self.p3.pareto_set(jnp.ones(3))), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(self.p3.pareto_set(jnp.array([0, 1, 0]))), thetas[7], rtol=1e-12)
+        # Unnormalised α gives the same point.
+        np.testing.assert_allclose(np.asarray(self.p3.pareto_set(jnp.asarray(3 * alphas[0]))), thetas[0], rtol=1e-12)
+
+    def test_pareto_points_are_stationary(self):
+        alpha = np.random.default_rng(3).dirichlet(np.ones(3), 30)
+        thetas = jnp.asarray(self.p3.pareto_set(jnp.asarray(alpha)))
+        jac = np.asarray(jax.jit(jax.vmap(jax.jacrev(self.p3.loss_fn)))(thetas))
+        worst = max(min_norm_slsqp(j) for j in jac[:10])
+        assert worst < 1e-7
+        assert bool(jnp.all(jax.jit(jax.vmap(self.p3.is_pareto_optimal))(thetas)))
+
+    def test_front_is_pareto_optimal(self):
+        front = np.asarray(self.p3.pareto_front(30))
+        assert front.shape == (30, 3)
+        # Non-dominated among random parameter samples.
+        samples = np.asarray(jax.vmap(self.p3.loss_fn)(np.random.default_rng(2).normal(size=(2000, 4)) * 2))
+        for f in front:
+            assert not np.any(np.all(samples < f - 1e-12, axis=1))
+        # ε-constraint oracle: min Σ l_i(θ) s.t. l(θ) ≤ f is attained with l(θ) = f,
+        # i.e. f is attainable and nothing improves on it.
+        loss = lambda t: quad_losses_np(t, self.a, self.c)
+        for f in front[:4]:
+            res = minimize(
+                lambda t: loss(t).sum(), np.zeros(4), method="SLSQP",
+                constraints=[{"type": "ineq", "fun": lambda t, f=f: f - loss(t)}],
+                options={"ftol": 1e-14, "maxiter": 500},
+            )
+            assert res.success
+            np.testing.assert_allclose(loss(res.x), f, rtol=1e-5, atol=1e-7)
+
+    def test_m2_front_and_closed_form_stationarity(self):
+        rng = np.random.default_rng(5)
+        p = problems.convex_quadratics(random_spd(rng, 2, 5, 10.0), rng.normal(size=(2, 5)))
+        front = np.asarray(p.pareto_front(25))
+        assert np.all(np.diff(front[:, 0]) > 0) and np.all(np.diff(front[:, 1]) < 0)
+        s = np.linspace(1, 0, 25)
+        thetas = p.pareto_set(jnp.stack([s, 1 - s], 1))
+        np.testing.assert_allclose(front, jax.vmap(p.loss_fn)(thetas), rtol=1e-12)
+        jac = np.asarray(jax.vmap(jax.jacrev(p.loss_fn))(thetas))
+        assert max(min_norm_two(*j) for j in jac) < 1e-12
+
+    def test_random_convex_quadratics_data(self):
+        p = problems.random_convex_quadratics(jax.random.PRNGKey(3), 2, 5, condition_number=20.0)
+        assert (p.num_objectives, p.num_params) == (2, 5)
+        hess = jax.jit(jax.vmap(lambda i: jax.hessian(lambda t: p.loss_fn(t)[i])(jnp.zeros(5))))(jnp.arange(2))
+        eig = np.linalg.eigvalsh(np.asarray(hess))
+        assert np.all(eig >= 1 - 1e-9) and np.all(eig <= 20 + 1e-9)
+        # Minimisers are the vertices of the Pareto set: zero loss there.
+        ends = p.pareto_set(jnp.eye(2))
+        np.testing.assert_allclose(np.diag(np.asarray(jax.vmap(p.loss_fn)(ends))), 0, atol=1e-20)
+
+    def test_is_pareto_optimal_matches_scipy_min_norm(self):
+        check = jax.jit(self.p3.is_pareto_optimal)
+        rng = np.random.default_rng(4)
+        jacobian = jax.jit(jax.jacrev(self.p3.loss_fn))
+        checked = 0
+        for theta in rng.normal(size=(12, 4)) * 0.7:
+            s = min_norm_slsqp(jacobian(theta))
+            if s < 1e-6:
+                continue  # random point happens to be (nearly) Pareto optimal
+            assert bool(check(theta, s * 1.001)) and not bool(check(theta, s * 0.999))
+            checked += 1
+        assert checked >= 8
+
+    def test_collinear_and_float32(self):
+        # Identical matrices and collinear centres: a rank-one Jacobian at every θ.
+        a = np.stack([np.eye(3)] * 3)
+        c = np.array([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0]])
+        p = problems.convex_quadratics(a, c)
+        assert bool(p.is_pareto_optimal(jnp.array([1.5, 0.0, 0.0])))
+        assert not bool(p.is_pareto_optimal(jnp.array([1.5, 0.1, 0.0]), 1e-3))
+        # min-norm of the three collinear gradients at (1.5, 0.1, 0) is (0, 0.1, 0).
+        assert bool(p.is_pareto_optimal(jnp.array([1.5, 0.1, 0.0]), 0.1 + 1e-9))
+        assert not bool(p.is_pareto_optimal(jnp.array([1.5, 0.1, 0.0]), 0.1 - 1e-9))
+        out = self.p3.loss_fn(jnp.ones(4, jnp.float32))
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(out), quad_losses_np(np.ones(4), self.a, self.c), rtol=1e-5)
+
+    def test_gradient_vs_finite_differences(self):
+        for theta in np.random.default_rng(5).normal(size=(3, 4)):
+            check_jacobian(self.p3, theta)
+
+    def test_bad_input(self):
+        a = np.stack([np.eye(2)] * 2)
+        c = np.zeros((2, 2))
+        with pytest.raises(ValueError, match="matrices"):
+            problems.convex_quadratics(np.eye(2), c)
+        with pytest.raises(ValueError, match="matrices"):
+            problems.convex_quadratics(a[:1], c[:1])
+        with pytest.raises(ValueError, match="centers"):
+            problems.convex_quadratics(a, np.zeros((2, 3)))
+        with pytest.raises(ValueError, match="positive definite"):
+            problems.convex_quadratics(np.stack([np.eye(2), -np.eye(2)]), c)
+        with pytest.raises(ValueError, match="symmetric"):
+            problems.convex_quadratics(np.stack([np.eye(2), [[1.0, 0.5], [0.0, 1.0]]]), c)
+        with pytest.raises(ValueError, match="alpha"):
+            problems.convex_quadratics(a, c).pareto_set(jnp.ones(3))
+        with pytest.raises(TypeError, match="alpha"):
+            problems.convex_quadratics(a, c).pareto_set(jnp.ones(2, bool))
+        with pytest.raises(ValueError, match="num_objectives"):
+            problems.random_convex_quadratics(jax.random.PRNGKey(0), 1, 3)
+        with pytest.raises(ValueError, match="params"):
+            problems.convex_quadratics(a, c).loss_fn(jnp.zeros(3))
+
+
+# ---------------------------------------------------------------------------
+# DTLZ2.
+
+
+def dtlz2_np(theta, m):
+    """Deb et al. (2005), 1-based indices as in the paper, on x = sigmoid(θ)."""
+    x = 1 / (1 + np.exp(-np.asarray(theta, float)))
+    g = np.sum((x[m - 1:] - 0.5) ** 2)
+    f = np.empty(m)
+    for i in range(1, m + 1):
+        v = 1 + g
+        for j in range(1, m - i + 1):
+            v *= np.cos(x[j - 1] * np.pi / 2)
+        if i > 1:
+            v *= np.sin(x[m - i] * np.pi / 2)
+        f[i - 1] = v
+    return f
+
+
+class TestDtlz2(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_loss_formula_and_vmap(self):
+        rng = np.random.default_rng(0)
+        for m, n in [(2, 6), (3, 12), (5, 9)]:
+            p = problems.dtlz2(m, n)
+            thetas = rng.normal(size=(8, n))
+            got = self.variant(jax.vmap(p.loss_fn))(thetas)
+            np.testing.assert_allclose(np.asarray(got), [dtlz2_np(t, m) for t in thetas], rtol=1e-13)
+        assert problems.dtlz2(3).num_params == 12
+
+    def test_pareto_set_on_sphere_and_stationary(self):
+        rng = np.random.default_rng(1)
+        for m in (2, 3, 4):
+            p = problems.dtlz2(m, m + 3)
+            pos = rng.uniform(0.02, 0.98, size=(10, m - 1))
+            thetas = np.asarray(p.pareto_set(jnp.asarray(pos)))
+            f = np.array([dtlz2_np(t, m) for t in thetas])
+            np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, rtol=1e-14)
+            jac = np.asarray(jax.vmap(jax.jacrev(p.loss_fn))(jnp.asarray(thetas)))
+            if m == 2:
+                worst = max(min_norm_two(*j) for j in jac)
+                assert worst < 1e-14
+            else:
+                worst = max(min_norm_slsqp(j) for j in jac[:5])
+                assert worst < 1e-7
+            assert bool(jnp.all(jax.vmap(p.is_pareto_optimal)(jnp.asarray(thetas))))
+            # Zeroing the distance variables dominates the point (the set is θ_M = 0).
+            for theta in rng.normal(size=(10, m + 3)):
+                proj = theta.copy()
+                proj[m - 1:] = 0
+                assert dominates(dtlz2_np(proj, m), dtlz2_np(theta, m))
+                assert float(p.distance_to_pareto_set(theta)) == pytest.approx(np.linalg.norm(theta - proj))
+
+    def test_front(self):
+        f2 = np.asarray(problems.dtlz2(2).pareto_front(50))
+        np.testing.assert_allclose(f2[[0, -1]], [[1, 0], [0, 1]], atol=1e-15)
+        p = problems.dtlz2(3)
+        front = np.asarray(p.pareto_front(500))
+        assert front.shape == (500, 3) and np.all(front >= 0)
+        np.testing.assert_allclose(np.linalg.norm(front, axis=1), 1.0, rtol=1e-14)
+        # Every front point is reached by a Pareto-set point: invert the DTLZ2 map.
+        f = front[:5]
+        # (f0, f1, f2) = (cos a0 cos a1, cos a0 sin a1, sin a0) with a_i = x_i π/2.
+        x0 = np.arctan2(f[:, 2], np.linalg.norm(f[:, :2], axis=1)) / (np.pi / 2)
+        x1 = np.arctan2(f[:, 1], f[:, 0]) / (np.pi / 2)
+        theta = np.asarray(p.pareto_set(jnp.stack([x0, x1], 1)))
+        np.testing.assert_allclose(np.asarray(jax.vmap(p.loss_fn)(theta)), f, atol=1e-12)
+        # Octant is covered: each objective takes values near 0 and near 1.
+        assert np.all(front.min(0) < 0.05) and np.all(front.max(0) > 0.95)
+
+    def test_gradient_float32_and_bad_input(self):
+        p = problems.dtlz2(3, 6)
+        for theta in np.random.default_rng(2).normal(size=(3, 6)):
+            check_jacobian(p, theta)
+        out = p.loss_fn(jnp.ones(6, jnp.float32))
+        assert out.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(out), dtlz2_np(np.ones(6), 3), rtol=1e-5)
+        with pytest.raises(ValueError, match="`m`"):
+            problems.dtlz2(1)
+        with pytest.raises(ValueError, match="`n`"):
+            problems.dtlz2(4, 3)
+        with pytest.raises(ValueError, match="params"):
+            p.loss_fn(jnp.ones(5))
+        with pytest.raises(ValueError, match="position"):
+            p.pareto_set(jnp.ones(3) * 0.5)
