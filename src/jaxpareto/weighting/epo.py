@@ -1,0 +1,354 @@
+"""Exact Pareto Optimal (EPO) search weights (Mahapatra & Rajan, ICML 2020).
+
+EPO search moves the loss vector ``l`` towards the Pareto point on the ray ``r ⊙ l ∝ 1``
+of a preference ``r > 0``. One step, written on the task Gramian ``C = G Gᵀ``
+(``c_j = C[:, j]``; the paper's ``C = GᵀG`` with gradients as columns):
+
+* relative losses ``l̂ = r ⊙ l / Σ_j r_j l_j`` and the non-uniformity (eq. 9)
+  ``μ = KL(l̂ ‖ 1/m) = Σ_j l̂_j log(m l̂_j)``;
+* adjustments (eq. 13) ``a_j = r_j (log(m l̂_j) − μ)`` — ``adjustment="paper"``; the
+  authors' code omits the factor ``r_j``: ``a_j = log(m l̂_j) − μ`` —
+  ``adjustment="reference"``. The paper form satisfies ``aᵀ l = 0`` (Claim 1), the
+  reference form ``aᵀ (r ⊙ l) = 0``; with ``r = 1`` they coincide;
+* ``J = {j : aᵀc_j > 0}``, ``J̄ = [m] − J``, ``J* = {j : r_j l_j = max}`` (ties kept);
+* the LP (eq. 24) over the simplex ``Δ_m``:
+
+  - balance mode (``μ > eps``): ``max βᵀ(C a)`` s.t. ``βᵀc_j ≥ aᵀc_j · 1[J ≠ ∅]`` for
+    ``j ∈ J̄ − J*`` and ``βᵀc_j ≥ 0`` for ``j ∈ J*``; rows ``j ∈ J − J*`` are dropped
+    when ``J ≠ ∅`` (the reference code sets their right-hand side to ``−∞``), so with
+    ``J = ∅`` every row reads ``βᵀc_j ≥ 0``;
+  - descent mode (``μ ≤ eps``, the paper's ``μ = 0`` case, reference ``eps = 1e-4``):
+    ``max βᵀ(C 1)`` s.t. ``βᵀc_j ≥ 0`` for all ``j`` — ``descent="relaxed"`` (eq. 24);
+    ``descent="restricted"`` (App. B, the reference code's default) adds
+    ``βᵀ(C a) ≥ min(max_j (C a)_j, 0)``, which damps the oscillation around the ray;
+
+* the update direction is ``d = Gᵀβ`` (:func:`jaxpareto.combine`), ``θ ← θ − η d``.
+
+The LP is solved in JAX by :func:`jaxpareto.weighting.lp.linprog_simplex` (static
+shapes: the rows ``J − J*`` are masked out, not removed). Without the restricted row it
+is always feasible in exact arithmetic (the min-norm weights satisfy
+``(Cβ)_j ≥ βᵀCβ ≥ 0`` for all ``j`` and every right-hand side above is ``≤ 0``), so a
+non-optimal status there means rounding at a Pareto-stationary point; the restricted row
+can make it infeasible (a few percent of near-ray instances with rank-deficient
+Gramians). Entries of ``C a`` below their rounding error are set to 0 first, so that on
+the ray (``a`` ≈ rounding noise) neither ``J`` nor the restricted row is decided by noise.
+The result's ``stationary`` flag reports a numerically zero direction (EPO halts there,
+e.g. with opposite gradients in descent mode).
+
+Guards (never NaN, always flagged):
+
+* ``r_j l_j ≤ 0`` or non-finite (zero / negative / NaN / inf losses, where the
+  logarithm is undefined; the reference code raises): such entries are replaced by
+  ``eps_dtype · max`` of the valid ones (1 if none is valid), i.e. treated as
+  (almost) zero relative loss, and ``clipped_losses`` is set. ``l̂`` is floored at the
+  dtype's smallest normal number, so ``0 · log 0`` counts as 0 in ``μ``;
+* a traced preference with non-finite or non-positive entries is replaced by ones
+  (``invalid_preference``);
+* a zero or non-finite Gramian, or an LP that is not solved to optimality, gives the
+  fallback weights (``fallback="min_norm"``: the MGDA min-norm weights, whose direction
+  never increases any loss to first order; ``fallback="preference"``: ``r / Σ r``, what
+  the reference code does when its solver fails) and sets ``fallback``.
+
+Weights are on the simplex (``Σ β = 1``). The reference code trains on
+``Σ_j m β_j l_j``, i.e. weights summing to ``m``; the optax transform offers that scaling.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
+from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
+
+_ADJUSTMENTS = ("paper", "reference")
+_DESCENTS = ("relaxed", "restricted")
+_FALLBACKS = ("min_norm", "preference")
+
+
+class EpoResult(NamedTuple):
+    """Result of :func:`epo_weights`.
+
+    Attributes:
+      weights: ``[m]`` task weights ``β`` on the simplex (``Σ β = 1``).
+      non_uniformity: ``[]`` ``μ = KL(l̂ ‖ 1/m)`` (after the loss guard).
+      adjustments: ``[m]`` the adjustment vector ``a`` (eq. 13 or the reference form).
+      descent: bool ``[]``, True in pure-descent mode (``μ ≤ eps``).
+      lp_status: int32 ``[]``, the LP status (:mod:`jaxpareto.weighting.lp` constants).
+      fallback: bool ``[]``, True when the weights are the fallback weights (LP not
+        optimal, zero or non-finite Gramian).
+      objective: ``[]`` ``βᵀ(C a)`` (balance) or ``βᵀ(C 1)`` (descent) at the returned
+        weights, in the Gramian's scale.
+      iterations: int32 ``[]``, simplex pivots.
+      clipped_losses: bool ``[]``, some ``r_j l_j`` was ≤ 0 or non-finite and clipped.
+      invalid_preference: bool ``[]``, a (traced) preference was non-finite or ≤ 0 and
+        replaced by ones.
+      stationary: bool ``[]``, the direction ``d = Gᵀβ`` is numerically zero
+        (``βᵀCβ ≤ 100 m ε · max_j C_jj``): a Pareto-stationary point, e.g. opposite
+        gradients in descent mode; EPO search halts there.
+    """
+
+    weights: jax.Array
+    non_uniformity: jax.Array
+    adjustments: jax.Array
+    descent: jax.Array
+    lp_status: jax.Array
+    fallback: jax.Array
+    objective: jax.Array
+    iterations: jax.Array
+    clipped_losses: jax.Array
+    invalid_preference: jax.Array
+    stationary: jax.Array
+
+
+def _check_options(eps, adjustment, descent, fallback):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+        raise ValueError(f"`eps` must be a finite float >= 0, got {eps!r}.")
+    if adjustment not in _ADJUSTMENTS:
+        raise ValueError(f"`adjustment` must be one of {_ADJUSTMENTS}, got {adjustment!r}.")
+    if descent not in _DESCENTS:
+        raise ValueError(f"`descent` must be one of {_DESCENTS}, got {descent!r}.")
+    if fallback not in _FALLBACKS:
+        raise ValueError(f"`fallback` must be one of {_FALLBACKS}, got {fallback!r}.")
+
+
+def _relative_losses(losses, preference):
+    """Guarded ``r ⊙ l``, its normalisation ``l̂`` and ``μ`` (eq. 9), and the flags."""
+    dtype = losses.dtype
+    r_ok = jnp.all(jnp.isfinite(preference) & (preference > 0))
+    r = jnp.where(r_ok, preference, jnp.ones_like(preference))
+    rl = r * losses
+    valid = jnp.isfinite(rl) & (rl > 0)
+    top = jnp.max(jnp.where(valid, rl, 0))
+    floor = jnp.where(top > 0, jnp.finfo(dtype).eps * top, 1)
+    rl = jnp.where(valid, rl, floor)
+    # Normalise by the max first so that the sum cannot overflow.
+    rl_n = rl / jnp.max(rl)
+    l_hat = jnp.maximum(rl_n / jnp.sum(rl_n), jnp.finfo(dtype).tiny)
+    m = losses.shape[0]
+    log_ml = jnp.log(m * l_hat)
+    mu = jnp.maximum(jnp.sum(l_hat * log_ml), 0)  # KL >= 0; clip rounding
+    return r, rl, log_ml, mu, ~jnp.all(valid), ~r_ok
+
+
+def epo_weights(
+    gram: jax.Array,
+    losses: jax.Array,
+    preference: jax.Array,
+    *,
+    eps: float = 1e-4,
+    adjustment: str = "paper",
+    descent: str = "relaxed",
+    fallback: str = "min_norm",
+    max_iter: int | None = None,
+) -> EpoResult:
+    """EPO search weights ``β*`` from the LP (24) of Mahapatra & Rajan (2020).
+
+    Args:
+      gram: ``[m, m]`` task Gramian ``C = G Gᵀ`` (symmetrised internally), ``m ≥ 2``.
+      losses: ``[m]`` current task losses ``l`` (expected positive; see the guards in
+        the module docstring).
+      preference: ``[m]`` positive preference ``r``; the target is ``r ⊙ l ∝ 1``.
+      eps: balance mode when ``μ > eps``, else pure descent (reference: 1e-4).
+      adjustment: ``"paper"`` (eq. 13, ``a_j = r_j (log(m l̂_j) − μ)``) or
+        ``"reference"`` (``a_j = log(m l̂_j) − μ``, the authors' code).
+      descent: ``"relaxed"`` (eq. 24) or ``"restricted"`` (App. B, the authors' default).
+      fallback: ``"min_norm"`` or ``"preference"``, used when the LP is not optimal or
+        the Gramian is zero / non-finite.
+      max_iter: simplex pivot cap (static); default
+        :func:`jaxpareto.weighting.lp.default_max_iter`.
+
+    Returns:
+      :class:`EpoResult`; floating fields follow the dtype of ``gram`` and ``losses``
+      (the preference is cast to it; half precision is solved in float32 and cast back).
+
+    Raises:
+      ValueError / TypeError at trace time (naming the argument) for a non-square or
+      ``m < 2`` Gramian, wrongly shaped losses or preference, a concrete preference that
+      is non-finite or not positive, or a bad option.
+    """
+    _check_options(eps, adjustment, descent, fallback)
+    if max_iter is not None and (
+        isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1
+    ):
+        raise ValueError(f"`max_iter` must be a positive int or None, got {max_iter!r}.")
+    gram = check_gram(gram, "gram", min_tasks=2)
+    m = gram.shape[0]
+    losses = check_vector(losses, m, "losses")
+    preference = check_preference(preference, m)
+    # The data (Gramian, losses) set the dtype; the preference is a parameter and is
+    # cast to it, so a Python list or a float64 preference does not upcast a float32 run.
+    out_dtype = jnp.result_type(gram, losses)
+    dtype = working_dtype(gram, losses)
+    gram, losses, preference = (x.astype(dtype) for x in (gram, losses, preference))
+
+    r, rl, log_ml, mu, clipped, bad_pref = _relative_losses(losses, preference)
+    r_adj = r if adjustment == "paper" else jnp.ones_like(r)
+    a = r_adj * (log_ml - mu)
+
+    c = 0.5 * (gram + gram.T)
+    scale = jnp.max(jnp.diagonal(c))
+    gram_ok = jnp.all(jnp.isfinite(c)) & (scale > jnp.finfo(dtype).tiny)
+    # The LP is invariant to a positive scaling of C; solving on max-diag 1 keeps float32
+    # products of large or tiny gradients in range. An unusable C becomes the identity
+    # so no NaN enters the LP (its result is discarded by the fallback).
+    cn = jnp.where(gram_ok, c / jnp.where(gram_ok, scale, 1), jnp.eye(m, dtype=dtype))
+
+    ca = cn @ a  # (C a)_j = aᵀc_j
+    # Entries of Ca at the level of its rounding error are set to 0. On the ray a is
+    # pure rounding (|δa_j| ≈ r_j ε (1 + |log m l̂_j| + μ)), and the LP is scale-free per
+    # row: a noise row βᵀ(Ca) ≥ 0 (restricted descent) would otherwise be a real,
+    # arbitrary constraint, and noise would decide membership of J.
+    noise = 16 * jnp.finfo(dtype).eps * (
+        jnp.abs(cn) @ (jnp.abs(a) + r_adj * (1 + jnp.abs(log_ml) + mu))
+    )
+    ca = jnp.where(jnp.abs(ca) <= noise, 0, ca)
+    balance = mu > eps
+    in_j = ca > 0
+    j_nonempty = jnp.any(in_j)
+    j_star = rl == jnp.max(rl)
+    # Balance rows: J* -> >= 0; J̄ − J* -> >= aᵀc_j·1[J≠∅]; J − J* dropped when J ≠ ∅.
+    b_bal = jnp.where(j_star | ~j_nonempty, 0, ca)
+    mask_bal = j_star | ~(j_nonempty & in_j)
+    objective_vec = jnp.where(balance, ca, jnp.sum(cn, axis=1))
+    b_ub = jnp.where(balance, b_bal, 0)
+    mask = jnp.where(balance, mask_bal, True)
+    a_ub = cn
+    if descent == "restricted":
+        a_ub = jnp.concatenate([a_ub, ca[None, :]], axis=0)
+        b_ub = jnp.concatenate([b_ub, jnp.minimum(jnp.max(ca), 0)[None]])
+        mask = jnp.concatenate([mask, (~balance)[None]])
+    lp = linprog_simplex(objective_vec, a_ub, b_ub, mask, max_iter=max_iter)
+
+    use_fallback = (lp.status != OPTIMAL) | ~gram_ok
+    if fallback == "min_norm":
+        from jaxpareto.weighting.min_norm import min_norm_weights
+
+        safe_gram = jnp.where(gram_ok, cn, jnp.eye(m, dtype=dtype))
+        w_fb = jax.lax.cond(
+            use_fallback,
+            lambda g: min_norm_weights(g).weights.astype(dtype),
+            lambda g: jnp.full((m,), 1.0 / m, dtype),
+            safe_gram,
+        )
+    else:
+        w_fb = r / jnp.sum(r)
+    weights = jnp.where(use_fallback, w_fb, lp.x)
+    uniform = jnp.full((m,), 1.0 / m, dtype)
+    weights = jnp.where(jnp.all(jnp.isfinite(weights)), weights, uniform)
+
+    objective = jnp.where(gram_ok, scale * jnp.dot(objective_vec, weights), 0)
+    sq_norm = weights @ cn @ weights
+    stationary = ~gram_ok | (sq_norm <= 100 * m * jnp.finfo(dtype).eps)
+    return EpoResult(
+        weights=weights.astype(out_dtype),
+        non_uniformity=mu.astype(out_dtype),
+        adjustments=a.astype(out_dtype),
+        descent=~balance,
+        lp_status=lp.status,
+        fallback=use_fallback,
+        objective=objective.astype(out_dtype),
+        iterations=lp.iterations,
+        clipped_losses=clipped,
+        invalid_preference=bad_pref,
+        stationary=stationary,
+    )
+
+
+class EpoState(NamedTuple):
+    """State of the EPO weighting: the last weights and diagnostics (for logging).
+
+    Attributes:
+      weights: ``[m]`` last weights (uniform after ``init``).
+      non_uniformity: ``[]`` last ``μ``.
+      lp_status: int32 ``[]`` last LP status.
+      descent: bool ``[]`` last mode was pure descent.
+      fallback: bool ``[]`` last weights were the fallback weights.
+      clipped_losses: bool ``[]`` last losses needed the ``r ⊙ l ≤ 0`` guard.
+    """
+
+    weights: jax.Array
+    non_uniformity: jax.Array
+    lp_status: jax.Array
+    descent: jax.Array
+    fallback: jax.Array
+    clipped_losses: jax.Array
+
+
+def epo(
+    preference: jax.Array | None = None,
+    *,
+    eps: float = 1e-4,
+    adjustment: str = "paper",
+    descent: str = "relaxed",
+    fallback: str = "min_norm",
+) -> Weighting:
+    """EPO search as a weighting (see :func:`epo_weights` for the rule and options).
+
+    Args:
+      preference: ``[m]`` positive preference ``r``; ``None`` means ``r = 1`` (equal
+        losses) unless ``update`` receives one. Validated here when concrete.
+      eps, adjustment, descent, fallback: as in :func:`epo_weights`.
+
+    Returns:
+      :class:`~jaxpareto.weighting.base.Weighting` with
+      ``init(num_tasks, dtype=jnp.float32) -> EpoState`` and
+      ``update(gram, state, *, losses, preference=None) -> (weights, EpoState)``; an
+      update-time ``preference`` overrides the factory's. ``losses`` is required. The
+      returned weights have the dtype of ``state.weights``.
+    """
+    _check_options(eps, adjustment, descent, fallback)
+    num_tasks = None
+    if preference is not None:
+        preference = jnp.asarray(preference)
+        if preference.ndim != 1:
+            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
+        preference = check_preference(preference, preference.shape[0])
+        if preference.shape[0] < 2:
+            raise ValueError(f"`preference` must have m >= 2 entries, got {preference.shape}.")
+        num_tasks = preference.shape[0]
+    default = preference
+
+    def init(num_tasks_: int, dtype=jnp.float32) -> EpoState:
+        if isinstance(num_tasks_, bool) or not isinstance(num_tasks_, int) or num_tasks_ < 2:
+            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks_!r}.")
+        if num_tasks is not None and num_tasks_ != num_tasks:
+            raise ValueError(
+                f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
+            )
+        return EpoState(
+            weights=jnp.full((num_tasks_,), 1.0 / num_tasks_, dtype),
+            non_uniformity=jnp.zeros((), dtype),
+            lp_status=jnp.zeros((), jnp.int32),
+            descent=jnp.asarray(False),
+            fallback=jnp.asarray(False),
+            clipped_losses=jnp.asarray(False),
+        )
+
+    def update(gram, state, *, losses=None, preference=None):
+        if losses is None:
+            raise ValueError("`losses` ([m] task losses) is required by the EPO weighting.")
+        gram = check_gram(gram, "gram", min_tasks=2)
+        m = gram.shape[0]
+        if preference is None:
+            preference = default if default is not None else jnp.ones((m,), jnp.result_type(gram))
+        res = epo_weights(
+            gram, losses, preference,
+            eps=eps, adjustment=adjustment, descent=descent, fallback=fallback,
+        )
+        dtype = state.weights.dtype
+        weights = res.weights.astype(dtype)
+        new_state = EpoState(
+            weights=weights,
+            non_uniformity=res.non_uniformity.astype(state.non_uniformity.dtype),
+            lp_status=res.lp_status,
+            descent=res.descent,
+            fallback=res.fallback,
+            clipped_losses=res.clipped_losses,
+        )
+        return weights, new_state
+
+    return Weighting(init, update, num_tasks)

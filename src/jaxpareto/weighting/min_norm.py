@@ -1,0 +1,681 @@
+"""Min-norm weights (MGDA): the minimum-norm element of the convex hull of the gradients.
+
+Désidéri (2012), "Multiple-gradient descent algorithm (MGDA) for multiobjective
+optimization"; Sener & Koltun (2018), "Multi-task learning as multi-objective
+optimization", eq. 3 and Alg. 1. With the task gradients ``g_1 … g_m`` and their
+Gramian ``C_ij = ⟨g_i, g_j⟩`` the problem is the simplex QP
+
+    min_{β ∈ Δ_m}  βᵀ C β,      Δ_m = {β ∈ ℝ^m : β ≥ 0, Σ_i β_i = 1}.
+
+Its solution gives the direction ``d = Σ_i β_i g_i`` with ``⟨g_i, d⟩ ≥ ‖d‖²`` for every
+task: either ``d = 0`` (the point is Pareto-stationary) or ``−d`` decreases every loss.
+
+Solvers (``method``):
+
+* ``"auto"``: the exact closed form for ``m = 2``; for ``m > 2`` an active-set method
+  (Wolfe's 1976 minimum-norm-point algorithm, written on the Gramian). It keeps a
+  support ``S`` and a feasible ``β`` supported on ``S``; each step solves the
+  equality-constrained problem ``min βᵀCβ s.t. Σ_{i∈S} β_i = 1`` on ``S`` and either
+  moves to its solution (then adds the most violated index ``argmin_i (Cβ)_i`` when
+  ``(Cβ)_i < βᵀCβ``) or, when that solution leaves the simplex, moves towards it up to
+  the boundary and drops the index that hit zero. The sub-problem is solved through
+  ``(C_SS + 1 1ᵀ) u = 1, β_S = u / Σ u`` (Jacobi-scaled, see :func:`_affine_min`) by a
+  regularised Cholesky factorisation with iterative refinement (an eigenvalue-truncated
+  pseudo-inverse if that fails): the matrix is positive semi-definite and singular
+  exactly when the gradients on ``S`` are affinely dependent (duplicated,
+  rank-deficient Gramians), and the right-hand side always lies in its range, so the
+  solve still gives an exact minimiser there. The Gramian is divided by ``s = max_i C_ii`` first (the weights are scale
+  invariant). Finite termination in exact arithmetic; here a
+  ``jax.lax.while_loop`` with an iteration cap and static shapes (the support is a mask).
+  The loop stops when no index violates ``(Cβ)_i ≥ βᵀCβ − tol·s`` (``converged``), or
+  when rounding makes it cycle (the same support is accepted twice in a row, which
+  cannot happen in exact arithmetic because the objective strictly decreases): then it
+  returns that support's minimiser, ``converged`` if its KKT residual is ≤ √ε.
+* ``"frank_wolfe"`` and ``"projected_gradient"``: the two solvers of the MGDA-UB
+  reference code (``MinNormSolver.find_min_norm_element_FW`` and
+  ``find_min_norm_element``, the latter being the one its training script calls),
+  reproduced step for step: the best pair from ``_min_norm_2d`` as the start, the
+  analytic two-point line search with its 0.999 / 0.001 clipping, the sort-based simplex
+  projection, the stop when the L1 change of the iterate falls below ``tol`` (1e-5) which
+  returns the *previous* iterate, and a cap of ``max_iter`` (250) iterations that the
+  reference declares but never enforces (its counter is never incremented). Because of
+  the clipping these methods move by at least 0.1 % of a step towards the line-search
+  point, so on problems whose solution is not a vertex they usually stop at the cap
+  (``converged`` False) near, not at, the optimum, and the projected-gradient variant
+  can also stop early far from it (its step ``t`` is cut by the first coordinate to
+  reach the boundary). For ``m = 2`` they return the two-point solution with its
+  clipping, as the reference does. Differences from the reference: the cap is
+  enforced, the pair search starts from ``+inf`` instead of ``1e8`` (the reference
+  fails when every pair costs more), and arithmetic is in the working dtype.
+
+KKT residual. With ``s = max_i C'_ii`` (``C'`` the Gramian actually solved, see
+normalization), ``g = C'β`` and ``v = βᵀC'β``, the optimality conditions are ``g_i ≥ v``
+for all ``i`` with equality where ``β_i > 0``, and ``β ∈ Δ_m``. The reported residual is
+
+    kkt = max( max_i (v − g_i)_+ / s,            # dual feasibility
+               max_i β_i |g_i − v| / s,          # complementarity
+               |Σ_i β_i − 1| + Σ_i (−β_i)_+ )    # primal feasibility
+
+It is scale-free (dimensionless), and it bounds the objective error:
+``βᵀC'β − min_Δ ≤ 2 s · kkt`` (convexity: ``f* ≥ f(β) + 2 min_i (g_i − v)``).
+
+Gradient normalization (``normalization``, the reference's ``gradient_normalizers``;
+"optional and not included in the paper"): each gradient is divided by ``gn_t`` before
+the solve, i.e. the QP runs on ``C'_ij = C_ij / (gn_i gn_j)``:
+
+    "none": gn_t = 1;  "l2": gn_t = ‖g_t‖ = sqrt(C_tt);  "loss": gn_t = L_t;
+    "loss+": gn_t = L_t ‖g_t‖.
+
+The returned ``weights`` are the solution on the *normalized* gradients and are used,
+as in the reference training script, directly as the weights of ``Σ_t β_t L_t`` (so the
+update is ``Σ_t β_t g_t``, not ``Σ_t (β_t / gn_t) g_t``). ``scales`` reports ``gn``.
+
+Degeneracy (``degenerate`` flag, never an exception or a NaN): a normalizer ``gn_t`` that
+is ``≤ 0`` or non-finite (a zero gradient under ``"l2"``, a zero or negative loss under
+``"loss"``) is replaced by 1; a Gramian ``C'`` with a non-finite entry, or with
+``max_i C'_ii ≤ tiny`` (all gradients zero: every ``β`` is optimal), gives uniform
+weights ``1/m`` with ``objective = 0`` and ``kkt_residual = 0`` (``converged`` is True
+for the zero Gramian, False otherwise). A negative diagonal entry (not a Gramian) is
+flagged but solved. A solver result that is not finite also falls back to uniform
+weights.
+
+Differentiation: the weights are treated as constants (as MGDA does); ``gram`` and
+``losses`` pass through ``stop_gradient``, so ``jax.grad`` through a call gives zero
+cotangents rather than failing on the ``while_loop``.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxpareto._validate import check_gram, check_vector, working_dtype
+from jaxpareto.weighting.base import Weighting
+
+__all__ = ["MinNormResult", "MgdaState", "kkt_residual", "min_norm_weights", "mgda"]
+
+METHODS = ("auto", "frank_wolfe", "projected_gradient")
+NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+
+# Constants of the MGDA-UB reference solver (multi_task/min_norm_solvers.py, torch file).
+_REF_MAX_ITER = 250
+_REF_STOP_CRIT = 1e-5
+_REF_GAMMA_HI = 0.999
+_REF_GAMMA_LO = 0.001
+_REF_STEP_FLOOR = 1e-7
+
+
+class MinNormResult(NamedTuple):
+    """Result of :func:`min_norm_weights`.
+
+    Attributes:
+      weights: ``[m]`` on the simplex, the solution ``β`` on the (normalized) Gramian.
+      objective: ``[]`` ``βᵀC'β`` of the Gramian actually solved (``C'``, after the
+        normalization).
+      iterations: int32 ``[]`` loop iterations (0 for the closed forms).
+      converged: bool ``[]``: ``"auto"``: the optimality test passed, or the loop
+        stopped at a rounding-level cycle with ``kkt_residual ≤ √ε``; reference
+        methods: the L1-change test stopped the loop before ``max_iter``.
+      kkt_residual: ``[]`` the scale-free KKT residual defined in the module docstring.
+      scales: ``[m]`` the normalization divisors ``gn`` (after the guard).
+      degenerate: bool ``[]``: a guard triggered (normalizer replaced, zero or
+        non-finite Gramian, non-finite solver output).
+    """
+
+    weights: jax.Array
+    objective: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+    kkt_residual: jax.Array
+    scales: jax.Array
+    degenerate: jax.Array
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def kkt_residual(gram: jax.Array, weights: jax.Array) -> jax.Array:
+    """Scale-free KKT residual of ``min_{β∈Δ} βᵀCβ`` at ``β`` (see module docstring).
+
+    Args:
+      gram: ``[m, m]`` symmetric positive semi-definite.
+      weights: ``[m]``.
+
+    Returns:
+      ``[]`` ``max(dual / s, complementarity / s, primal)`` with ``s = max_i C_ii``.
+    """
+    g = gram @ weights
+    v = weights @ g
+    s = jnp.maximum(jnp.max(jnp.diagonal(gram)), jnp.finfo(gram.dtype).tiny)
+    dual = jnp.max(jnp.maximum(v - g, 0))
+    comp = jnp.max(jnp.abs(weights) * jnp.abs(g - v))
+    primal = jnp.abs(jnp.sum(weights) - 1) + jnp.sum(jnp.maximum(-weights, 0))
+    return jnp.maximum(jnp.maximum(dual, comp) / s, primal)
+
+
+def _uniform(m: int, dtype) -> jax.Array:
+    return jnp.full((m,), 1.0 / m, dtype)
+
+
+# ------------------------------------------------------------------ exact: m = 2 and m > 2
+
+
+def _two_task_exact(gram: jax.Array) -> jax.Array:
+    """Exact minimiser for m = 2: ``β_1 = clip((C22 − C12) / (C11 + C22 − 2 C12), 0, 1)``.
+
+    The denominator is ``‖g_1 − g_2‖²``; when it is zero the two gradients coincide and
+    every ``β`` is optimal: ``(1/2, 1/2)`` is returned.
+    """
+    a, b, c = gram[0, 0], gram[0, 1], gram[1, 1]
+    denom = a + c - 2 * b
+    ok = denom > 0
+    gamma = jnp.where(ok, (c - b) / jnp.where(ok, denom, 1), 0.5)
+    gamma = jnp.clip(gamma, 0, 1)
+    return jnp.stack([gamma, 1 - gamma])
+
+
+def _affine_min(gram: jax.Array, support: jax.Array) -> jax.Array:
+    """Minimiser of ``βᵀCβ`` over ``{β : Σ_{i∈S} β_i = 1, β_i = 0 off S}`` (any sign).
+
+    KKT: ``C_SS β_S = v 1``, ``1ᵀβ_S = 1``. With the Jacobi scaling ``D = diag(C_SS)^½``,
+    ``β = D⁻¹ z``, ``K = D⁻¹ C_SS D⁻¹`` (unit diagonal) and ``w = D⁻¹ 1 / ‖D⁻¹ 1‖`` it
+    reads ``K z ∝ w``; any solution of ``M u = w``, ``M = K + w wᵀ``, gives ``z ∝ u``,
+    hence ``β_S ∝ D⁻¹ u`` (normalised to sum 1). ``M`` is PSD with null space
+    ``{K z = 0, wᵀz = 0}`` (affinely dependent gradients: duplicated or rank-deficient),
+    which is orthogonal to ``w``: the system is consistent, and a component of ``u`` in
+    that null space changes neither ``Σβ`` nor the objective, so any solution is an
+    exact minimiser. The scaling keeps gradients of very different lengths from being
+    lost as noise. Off the support the system is the identity with a zero right-hand
+    side. Static shapes: ``support`` is a bool mask ``[m]``.
+
+    Solve: Cholesky of the regularised ``M + δI`` (``δ = 64 m ε``; ``diag M ∈ [1, 2]``)
+    with two steps of iterative refinement on ``M``, which removes the regularisation's
+    bias in every direction whose eigenvalue is well above ``δ``. If the factorisation
+    fails (a Gramian that is indefinite beyond rounding), an eigenvalue-truncated
+    pseudo-inverse is used instead. (Cholesky is several times cheaper than ``eigh`` for
+    these small matrices, on CPU and far more so on GPU.)
+    """
+    m = gram.shape[0]
+    dtype = gram.dtype
+    eps = jnp.finfo(dtype).eps
+    on = support.astype(dtype)
+    diag = jnp.diagonal(gram)
+    d_inv = jnp.where(support & (diag > 0), jax.lax.rsqrt(jnp.where(diag > 0, diag, 1)), on)
+    w = d_inv / jnp.linalg.norm(d_inv)
+    k = d_inv[:, None] * gram * d_inv[None, :]
+    mat = on[:, None] * on[None, :] * k + jnp.outer(w, w) + jnp.diag(1 - on)
+    chol = jnp.linalg.cholesky(mat + 64 * m * eps * jnp.eye(m, dtype=dtype))
+
+    def refined(solve):
+        u = solve(w)
+        for _ in range(2):
+            u = u + solve(w - mat @ u)
+        return u
+
+    def by_cholesky(chol, mat):
+        return refined(lambda r: jax.scipy.linalg.cho_solve((chol, True), r))
+
+    def by_eigh(chol, mat):
+        evals, evecs = jnp.linalg.eigh(mat)
+        # Eigenvalues below this are rounding noise of a singular block.
+        cutoff = 16 * m * eps * jnp.max(jnp.abs(evals))
+        inv = jnp.where(evals > cutoff, 1 / jnp.where(evals > cutoff, evals, 1), 0)
+        return refined(lambda r: evecs @ (inv * (evecs.T @ r)))
+
+    u = jax.lax.cond(jnp.all(jnp.isfinite(chol)), by_cholesky, by_eigh, chol, mat)
+    beta = d_inv * u
+    return beta / jnp.sum(beta)
+
+
+class _ActiveSetCarry(NamedTuple):
+    x: jax.Array  # [m] current feasible point, zero off the support
+    support: jax.Array  # [m] bool
+    last_major: jax.Array  # [m] bool: support of the last accepted affine minimiser
+    it: jax.Array  # int32
+    optimal: jax.Array  # bool: the optimality test passed
+    stalled: jax.Array  # bool: stopped at a rounding-level cycle
+
+
+def _active_set(gram: jax.Array, max_iter: int, tol: float):
+    """Wolfe's minimum-norm-point iteration on a Gramian scaled to ``max diag = 1``.
+
+    Returns ``(weights, iterations, optimal, stalled)``. In exact arithmetic the
+    objective strictly decreases from one accepted affine minimiser (major cycle) to the
+    next, so two major cycles on the same support mean that rounding is cycling (an
+    index whose violation is at noise level is added, then dropped with a zero step):
+    the loop stops there with ``stalled``.
+    """
+    m = gram.shape[0]
+    dtype = gram.dtype
+    # Entries of y in (−z_neg, 0) are rounding noise of a zero weight, not a reason for a
+    # minor cycle (which would then take a zero-length step).
+    z_neg = 64 * m * jnp.finfo(dtype).eps
+    idx = jnp.arange(m)
+    k0 = jnp.argmin(jnp.diagonal(gram))  # start at the shortest gradient
+    x0 = jax.nn.one_hot(k0, m, dtype=dtype)
+    false = jnp.asarray(False)
+    carry0 = _ActiveSetCarry(x0, x0 > 0, jnp.zeros((m,), bool), jnp.zeros((), jnp.int32),
+                             false, false)
+
+    def cond(c):
+        return ~c.optimal & ~c.stalled & (c.it < max_iter)
+
+    def body(c):
+        y = _affine_min(gram, c.support)
+        in_simplex = jnp.all(jnp.where(c.support, y, 0) >= -z_neg)
+
+        # Major cycle: accept y, drop its zero weights, add the most violated index.
+        y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
+        y_pos = y_pos / jnp.sum(y_pos)
+        sup_y = c.support & (y_pos > 0)
+        g = gram @ y_pos
+        v = y_pos @ g
+        j = jnp.argmin(g)
+        violated = g[j] < v - tol
+        repeat = jnp.all(sup_y == c.last_major)
+        # A violated index already in the support also means the solve lost accuracy.
+        stuck = violated & (repeat | sup_y[j])
+        add = violated & ~stuck
+        sup_major = sup_y | (add & (idx == j))
+
+        # Minor cycle: step from x towards y until the first weight reaches zero.
+        neg = c.support & (y < 0)
+        ratio = jnp.where(neg, c.x / jnp.where(neg, c.x - y, 1), jnp.inf)
+        k = jnp.argmin(ratio)
+        theta = ratio[k]
+        x_minor = c.x + theta * (y - c.x)
+        x_minor = jnp.where(c.support & (idx != k), jnp.maximum(x_minor, 0), 0)
+        x_minor = x_minor / jnp.sum(x_minor)
+        sup_minor = c.support & (x_minor > 0)
+
+        return _ActiveSetCarry(
+            x=jnp.where(in_simplex, y_pos, x_minor),
+            support=jnp.where(in_simplex, sup_major, sup_minor),
+            last_major=jnp.where(in_simplex, sup_y, c.last_major),
+            it=c.it + 1,
+            optimal=in_simplex & ~violated,
+            stalled=in_simplex & stuck,
+        )
+
+    out = jax.lax.while_loop(cond, body, carry0)
+    return out.x, out.it, out.optimal, out.stalled
+
+
+# --------------------------------------------------------------- MGDA-UB reference solvers
+
+
+def _ref_line_search(v11, v12, v22):
+    """``_min_norm_element_from2``: ``min_γ ‖γ x1 + (1 − γ) x2‖²`` with clipping.
+
+    Returns ``(γ, cost)``: ``(0.999, v11)`` if ``v12 ≥ v11``, else ``(0.001, v22)`` if
+    ``v12 ≥ v22``, else ``γ = (v22 − v12) / (v11 + v22 − 2 v12)``,
+    ``cost = v22 + γ (v12 − v22)``.
+    """
+    hi = v12 >= v11
+    lo = ~hi & (v12 >= v22)
+    interior = ~hi & ~lo
+    denom = jnp.where(interior, v11 + v22 - 2 * v12, 1)
+    gamma = -(v12 - v22) / denom
+    cost = v22 + gamma * (v12 - v22)
+    gamma = jnp.where(hi, _REF_GAMMA_HI, jnp.where(lo, _REF_GAMMA_LO, gamma))
+    cost = jnp.where(hi, v11, jnp.where(lo, v22, cost))
+    return gamma.astype(v11.dtype), cost
+
+
+def _ref_best_pair(gram: jax.Array) -> jax.Array:
+    """``_min_norm_2d``: the pair ``i < j`` whose clipped two-point cost is smallest.
+
+    Ties go to the first pair in ``(i, j)`` lexicographic order (the reference loops in
+    that order and replaces only on a strict improvement). Returns the start ``[m]``.
+    """
+    m = gram.shape[0]
+    diag = jnp.diagonal(gram)
+    gamma, cost = _ref_line_search(diag[:, None], gram, diag[None, :])
+    upper = jnp.arange(m)[:, None] < jnp.arange(m)[None, :]
+    flat = jnp.argmin(jnp.where(upper, cost, jnp.inf).ravel())
+    i, j = flat // m, flat % m
+    gam = gamma.ravel()[flat]
+    sol = jnp.zeros((m,), gram.dtype)
+    return sol.at[i].set(gam).at[j].set(1 - gam)
+
+
+def _ref_simplex_projection(y: jax.Array) -> jax.Array:
+    """``_projection2simplex``: Euclidean projection on Δ by sorting.
+
+    With ``y`` sorted descending, ``τ_k = (Σ_{i≤k} y_i − 1) / k`` for the first
+    ``k < m`` with ``τ_k > y_(k+1)``, else ``τ = (Σ y − 1) / m``; returns ``max(y − τ, 0)``.
+    """
+    m = y.shape[0]
+    ys = jnp.sort(y)[::-1]
+    k = jnp.arange(1, m, dtype=y.dtype)
+    tau_k = (jnp.cumsum(ys)[:-1] - 1) / k
+    hit = tau_k > ys[1:]
+    first = jnp.argmax(hit)
+    tau = jnp.where(jnp.any(hit), tau_k[first], (jnp.sum(y) - 1) / m)
+    return jnp.maximum(y - tau, 0)
+
+
+def _ref_next_point(x: jax.Array, grad: jax.Array) -> jax.Array:
+    """``_next_point``: projected step along the centred gradient, then onto Δ.
+
+    ``p = grad − mean(grad)``; ``t`` is the smallest of ``−x_i / p_i`` (``p_i < 0``) if
+    any exceeds 1e-7 (else 1), then lowered to the smallest ``(1 − x_i) / p_i``
+    (``p_i > 0``) exceeding 1e-7 if any: exactly the reference's two ``if`` statements.
+    """
+    m = x.shape[0]
+    p = grad - jnp.sum(grad) / m
+    neg, pos = p < 0, p > 0
+    safe_p = jnp.where(p == 0, 1, p)
+    tm1 = jnp.where(neg, -x / safe_p, -jnp.inf)
+    tm2 = jnp.where(pos, (1 - x) / safe_p, -jnp.inf)
+    ok1, ok2 = tm1 > _REF_STEP_FLOOR, tm2 > _REF_STEP_FLOOR
+    t = jnp.where(jnp.any(ok1), jnp.min(jnp.where(ok1, tm1, jnp.inf)), 1)
+    t = jnp.where(jnp.any(ok2), jnp.minimum(t, jnp.min(jnp.where(ok2, tm2, jnp.inf))), t)
+    return _ref_simplex_projection(p * t + x)
+
+
+class _RefCarry(NamedTuple):
+    x: jax.Array
+    it: jax.Array
+    done: jax.Array
+
+
+def _reference_solver(gram: jax.Array, method: str, max_iter: int, tol: float):
+    """The MGDA-UB reference loop (FW or projected gradient); returns ``(β, it, conv)``."""
+    x0 = _ref_best_pair(gram)
+    if gram.shape[0] < 3:
+        # The reference returns the clipped pair here ("optimal for n=2").
+        return x0, jnp.zeros((), jnp.int32), jnp.asarray(True)
+
+    def step(x):
+        g = gram @ x
+        v11 = x @ g
+        if method == "frank_wolfe":
+            t = jnp.argmin(g)
+            gamma, _ = _ref_line_search(v11, g[t], gram[t, t])
+            return (gamma * x).at[t].add(1 - gamma)
+        p = _ref_next_point(x, -g)
+        gp = gram @ p
+        gamma, _ = _ref_line_search(v11, x @ gp, p @ gp)
+        return gamma * x + (1 - gamma) * p
+
+    def cond(c):
+        return ~c.done & (c.it < max_iter)
+
+    def body(c):
+        new = step(c.x)
+        small = jnp.sum(jnp.abs(new - c.x)) < tol
+        # On the stop test the reference returns the *old* iterate.
+        return _RefCarry(jnp.where(small, c.x, new), c.it + 1, small)
+
+    out = jax.lax.while_loop(cond, body, _RefCarry(x0, jnp.zeros((), jnp.int32),
+                                                     jnp.asarray(False)))
+    return out.x, out.it, out.done
+
+
+# ----------------------------------------------------------------------- public solver
+
+
+def _check_method(method) -> str:
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    return method
+
+
+def _check_normalization(normalization) -> str:
+    if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
+        raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}.")
+    return normalization
+
+
+def _check_max_iter(max_iter) -> int | None:
+    if max_iter is None:
+        return None
+    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a static int >= 1, got {max_iter!r}.")
+    return int(max_iter)
+
+
+def _check_tol(tol) -> float | None:
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < float("inf"):
+        raise ValueError(f"`tol` must be a static positive finite float, got {tol!r}.")
+    return float(tol)
+
+
+def _normalizers(gram, losses, normalization):
+    """``gn`` of the reference's ``gradient_normalizers`` and whether a guard fired."""
+    m = gram.shape[0]
+    if normalization == "none":
+        return jnp.ones((m,), gram.dtype), jnp.asarray(False)
+    # sqrt of a negative diagonal (not a Gramian) is NaN and gets caught by the guard.
+    norms = jnp.sqrt(jnp.diagonal(gram))
+    if normalization == "l2":
+        gn = norms
+    elif normalization == "loss":
+        gn = losses
+    else:  # "loss+"
+        gn = losses * norms
+    bad = ~jnp.isfinite(gn) | ~(gn > 0)
+    return jnp.where(bad, 1, gn), jnp.any(bad)
+
+
+def min_norm_weights(
+    gram: jax.Array,
+    *,
+    method: str = "auto",
+    normalization: str = "none",
+    losses: jax.Array | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> MinNormResult:
+    """Min-norm (MGDA) weights ``argmin_{β∈Δ_m} βᵀC'β`` (Sener & Koltun 2018, eq. 3).
+
+    See the module docstring for the algorithms, the KKT residual, the normalizations
+    and the degenerate cases.
+
+    Args:
+      gram: ``[m, m]`` task Gramian ``C = G Gᵀ``, ``m ≥ 2``; symmetrised internally.
+      method: ``"auto"`` (exact), ``"frank_wolfe"`` or ``"projected_gradient"``
+        (the MGDA-UB reference solvers).
+      normalization: ``"none"``, ``"l2"``, ``"loss"`` or ``"loss+"``.
+      losses: ``[m]`` task losses; required by ``"loss"`` and ``"loss+"``.
+      max_iter: iteration cap (static int ≥ 1). Default ``20 m + 50`` for ``"auto"``
+        (it needs about ``2 |support|`` iterations in practice), 250 for the reference
+        methods.
+      tol: ``"auto"``: an index enters the support when ``(C'β)_i < βᵀC'β − tol · s``,
+        default ``8 m ε`` (ε the working dtype's machine epsilon); reference methods:
+        the L1-change stop, default 1e-5.
+
+    Returns:
+      :class:`MinNormResult`; floating fields have the dtype of the inputs (half
+      precision is solved in float32 and cast back).
+
+    Example::
+
+        losses, jac = jp.value_and_jacobian(loss_fn)(params, batch)
+        res = jp.min_norm_weights(jp.gramian(jac))
+        direction = jp.combine(jac, res.weights)   # common descent direction (or 0)
+    """
+    method = _check_method(method)
+    normalization = _check_normalization(normalization)
+    gram = check_gram(gram, "gram", min_tasks=2)
+    m = gram.shape[0]
+    if normalization in ("loss", "loss+"):
+        if losses is None:
+            raise ValueError(
+                f"`losses` ([{m}] task losses) is required by normalization={normalization!r}."
+            )
+    if losses is not None:
+        losses = check_vector(losses, m, "losses")
+    max_iter, tol = _check_max_iter(max_iter), _check_tol(tol)
+    if max_iter is None:
+        max_iter = 20 * m + 50 if method == "auto" else _REF_MAX_ITER
+
+    # The weights are constants to any outer differentiation (MGDA treats them so, and
+    # a while_loop has no reverse-mode rule): jax.grad through this call gives zero
+    # cotangents for gram and losses instead of an error.
+    gram = jax.lax.stop_gradient(gram)
+    if losses is not None:
+        losses = jax.lax.stop_gradient(losses)
+    return _solve(gram, losses, method, normalization, max_iter, tol)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "normalization", "max_iter", "tol"))
+def _solve(gram, losses, method, normalization, max_iter, tol) -> MinNormResult:
+    # Jitted so that eager calls reuse one compiled program per shape and configuration
+    # instead of re-tracing the while loops; inside a user's jit it is simply inlined.
+    # The m×m products are cheap and the tolerances assume full precision: no TF32 /
+    # bf16 passes on accelerators whose default float32 matmul uses them.
+    with jax.default_matmul_precision("highest"):
+        return _solve_impl(gram, losses, method, normalization, max_iter, tol)
+
+
+def _solve_impl(gram, losses, method, normalization, max_iter, tol) -> MinNormResult:
+    m = gram.shape[0]
+    inputs = (gram,) if losses is None else (gram, losses)
+    out_dtype = jnp.result_type(*inputs)
+    dtype = working_dtype(*inputs)
+    if tol is None:
+        tol = 8 * m * float(jnp.finfo(dtype).eps) if method == "auto" else _REF_STOP_CRIT
+
+    c = gram.astype(dtype)
+    c = 0.5 * (c + c.T)
+    if losses is not None:
+        losses = losses.astype(dtype)
+    gn, gn_bad = _normalizers(c, losses, normalization)
+    c = c / (gn[:, None] * gn[None, :])
+
+    tiny = jnp.finfo(dtype).tiny
+    scale = jnp.max(jnp.diagonal(c))
+    finite = jnp.all(jnp.isfinite(c))
+    usable = finite & (scale > tiny)
+    zero = finite & jnp.all(jnp.abs(c) <= tiny)  # every β is optimal
+    # A negative diagonal entry cannot come from gradients: solved anyway, but flagged.
+    not_gram = jnp.any(jnp.diagonal(c) < 0)
+    # Solve on a harmless stand-in when the Gramian is unusable, so that no NaN or
+    # division by zero is traced into the loop.
+    safe = jnp.where(usable, c, jnp.eye(m, dtype=dtype))
+
+    if method == "auto":
+        # Scale to max diag 1: weights are scale invariant, tolerances become relative,
+        # and float32 Gramians of large gradients do not overflow in the solve.
+        scaled = safe / jnp.where(usable, scale, 1)
+        if m == 2:
+            w = _two_task_exact(scaled)
+            it, conv = jnp.zeros((), jnp.int32), jnp.asarray(True)
+        else:
+            w, it, optimal, stalled = _active_set(scaled, max_iter, tol)
+            # A rounding-level stall counts as converged when the point is accurate.
+            accurate = kkt_residual(scaled, w) <= jnp.sqrt(jnp.finfo(dtype).eps)
+            conv = optimal | (stalled & accurate)
+    else:
+        # Unscaled, as the reference: its 1e-7 step floor and default step t = 1 are not
+        # scale invariant.
+        w, it, conv = _reference_solver(safe, method, max_iter, tol)
+
+    w_ok = jnp.all(jnp.isfinite(w))
+    uniform = _uniform(m, dtype)
+    w = jnp.where(usable & w_ok, w, uniform)
+    c_eval = jnp.where(usable, c, 0)
+    objective = w @ c_eval @ w
+    kkt = jnp.where(usable, kkt_residual(c_eval, w), 0)
+    converged = jnp.where(usable, conv & w_ok, zero)
+    degenerate = gn_bad | ~usable | ~w_ok | not_gram
+    return MinNormResult(
+        weights=w.astype(out_dtype),
+        objective=objective.astype(out_dtype),
+        iterations=jnp.asarray(it, jnp.int32),
+        converged=converged,
+        kkt_residual=kkt.astype(out_dtype),
+        scales=gn.astype(out_dtype),
+        degenerate=degenerate,
+    )
+
+
+# ----------------------------------------------------------------------- weighting
+
+
+class MgdaState(NamedTuple):
+    """State of the :func:`mgda` weighting: the last solve's weights and diagnostics.
+
+    Attributes:
+      weights: ``[m]`` last weights.
+      objective: ``[]`` last ``βᵀC'β``.
+      iterations: int32 ``[]`` last solver iterations.
+      converged: bool ``[]`` last solver status.
+      degenerate: bool ``[]`` whether a guard triggered in the last solve.
+    """
+
+    weights: jax.Array
+    objective: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+    degenerate: jax.Array
+
+
+def mgda(
+    *,
+    method: str = "auto",
+    normalization: str = "none",
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> Weighting:
+    """MGDA as a weighting: the min-norm weights of the current Gramian.
+
+    Désidéri (2012); Sener & Koltun (2018). ``init(num_tasks, dtype=jnp.float32) ->
+    MgdaState`` (uniform weights); ``update(gram, state, *, losses=None,
+    preference=None) -> (weights, state)``: :func:`min_norm_weights` with the given
+    ``method``, ``normalization``, ``max_iter`` and ``tol``; ``losses`` is required by
+    ``"loss"`` / ``"loss+"``; ``preference`` is ignored (MGDA has none). Weights and
+    state keep the state's dtype so that the state can be carried through
+    ``jax.lax.scan``.
+    """
+    method = _check_method(method)
+    normalization = _check_normalization(normalization)
+    max_iter, tol = _check_max_iter(max_iter), _check_tol(tol)
+
+    def init(num_tasks: int, dtype=jnp.float32) -> MgdaState:
+        if (
+            isinstance(num_tasks, bool)
+            or not isinstance(num_tasks, numbers.Integral)
+            or num_tasks < 2
+        ):
+            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        return MgdaState(
+            weights=_uniform(int(num_tasks), dtype),
+            objective=jnp.zeros((), dtype),
+            iterations=jnp.zeros((), jnp.int32),
+            converged=jnp.asarray(False),
+            degenerate=jnp.asarray(False),
+        )
+
+    def update(gram, state, *, losses=None, preference=None):
+        del preference
+        gram = check_gram(gram, "gram", min_tasks=2)
+        if state.weights.shape != (gram.shape[0],):
+            raise ValueError(
+                f"`gram` has m={gram.shape[0]} tasks but the state holds "
+                f"{state.weights.shape[0]} weights."
+            )
+        res = min_norm_weights(
+            gram, method=method, normalization=normalization, losses=losses,
+            max_iter=max_iter, tol=tol,
+        )
+        dtype = state.weights.dtype
+        weights = res.weights.astype(dtype)
+        new_state = MgdaState(
+            weights=weights,
+            objective=res.objective.astype(state.objective.dtype),
+            iterations=res.iterations,
+            converged=res.converged,
+            degenerate=res.degenerate,
+        )
+        return weights, new_state
+
+    return Weighting(init, update)
