@@ -42,3 +42,20 @@ class Weighting(NamedTuple):
     init: Callable[..., NamedTuple]
     update: Callable[..., tuple[jax.Array, NamedTuple]]
     num_tasks: int | None = None
+
+
+def full_precision(fn: Callable) -> Callable:
+    """Trace ``fn`` with ``jax.default_matmul_precision("highest")``.
+
+    The solvers pivot on small ``m × m`` products whose accuracy matters (LP ratio
+    tests, KKT checks); on GPU/TPU the default float32 matmul may run in TF32/bf16
+    passes, which is too coarse for them and costs nothing to avoid at this size.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
