@@ -3,9 +3,11 @@
 ``import jaxpareto as jp``. The layers (DESIGN §1): Jacobians (``value_and_jacobian``,
 ``gramian``, ``combine``) → weightings (pure solvers over the Gramian, in
 ``jp.weighting``) → optax transforms (``jp.epo``, ``jp.mgda``, ...). Beside them:
-``jp.metrics``, ``jp.problems``, ``jp.data``, ``jp.models``.
+``jp.ppe`` (Pareto navigation), ``jp.metrics``, ``jp.problems``, ``jp.data``,
+``jp.models``.
 """
 
+from jaxpareto import continuation as ppe
 from jaxpareto import data, metrics, models, problems, weighting
 from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
 from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
@@ -26,7 +28,7 @@ from jaxpareto.weighting import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "metrics", "models", "problems", "weighting",
+    "data", "metrics", "models", "ppe", "problems", "weighting",
     "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
     "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
     "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",
