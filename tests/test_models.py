@@ -303,8 +303,10 @@ class RiverTransformTest(chex.TestCase):
         y = rng.normal(size=(8, 8)).astype(np.float32)
         losses = self.variant(jm.river_losses)(params, x, y)
         assert losses.shape == (8,) and losses.dtype == jnp.float32
+        # float32 model vs a float64 oracle; GPUs run default-precision float32
+        # matmuls in TF32 (~1e-4 relative), hence the tolerance.
         np.testing.assert_allclose(losses, np.mean((_np_mlp(params, x, np.tanh) - y) ** 2, 0),
-                                   rtol=1e-4)
+                                   rtol=2e-3)
 
 
 def test_river_vmap_over_parameter_sets():

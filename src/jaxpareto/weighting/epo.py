@@ -63,6 +63,7 @@ import jax.numpy as jnp
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
 from jaxpareto.weighting.base import Weighting
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
+from jaxpareto.weighting.base import full_precision
 
 _ADJUSTMENTS = ("paper", "reference")
 _DESCENTS = ("relaxed", "restricted")
@@ -134,6 +135,7 @@ def _relative_losses(losses, preference):
     return r, rl, log_ml, mu, ~jnp.all(valid), ~r_ok
 
 
+@full_precision
 def epo_weights(
     gram: jax.Array,
     losses: jax.Array,

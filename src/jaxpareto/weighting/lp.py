@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_float, working_dtype
+from jaxpareto.weighting.base import full_precision
 
 OPTIMAL = 0
 INFEASIBLE = 1
@@ -140,6 +141,7 @@ class _Loop(NamedTuple):
     stalls: jax.Array  # int32, consecutive degenerate pivots
 
 
+@full_precision
 def linprog_simplex(
     c: jax.Array,
     a_ub: jax.Array,

@@ -95,6 +95,7 @@ import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
 from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import full_precision
 
 __all__ = ["MinNormResult", "MgdaState", "kkt_residual", "min_norm_weights", "mgda"]
 
@@ -465,6 +466,7 @@ def _normalizers(gram, losses, normalization):
     return jnp.where(bad, 1, gn), jnp.any(bad)
 
 
+@full_precision
 def min_norm_weights(
     gram: jax.Array,
     *,

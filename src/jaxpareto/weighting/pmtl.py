@@ -42,6 +42,7 @@ import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
 from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import full_precision
 
 INIT, MAIN = 0, 1
 
@@ -90,6 +91,7 @@ def _check_preferences(preferences, index):
     return preferences
 
 
+@full_precision
 def pmtl_weights(
     gram: jax.Array,
     losses: jax.Array,
