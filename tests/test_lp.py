@@ -26,11 +26,16 @@ def highs(c, a, b, mask):
     """HiGHS on max cᵀβ, β ∈ Δ, a[mask] β ≥ b[mask]; returns (status, optimum, x)."""
     c, a, b, mask = (np.asarray(v) for v in (c, a, b, mask))
     m = c.shape[0]
-    rows = a[mask]
+    # Each row is divided by its max-abs entry (the same LP): HiGHS's tolerances are
+    # absolute, and a row with coefficients ~1e-6 would otherwise be "feasible" while
+    # violated by 1e-5 of its own scale.
+    scale = np.maximum(np.max(np.abs(a), axis=1, initial=0), np.abs(b))
+    scale = np.where(scale > 0, scale, 1)
+    rows, rhs = (a / scale[:, None])[mask], (b / scale)[mask]
     res = linprog(
         -c,
         A_ub=-rows if rows.size else None,
-        b_ub=-b[mask] if rows.size else None,
+        b_ub=-rhs if rows.size else None,
         A_eq=np.ones((1, m)),
         b_eq=[1.0],
         bounds=(0, None),
@@ -63,16 +68,19 @@ def random_lp(rng, m, k):
     elif kind == 1:  # Gramian rows with homogeneous rhs (EPO descent-like, degenerate)
         g = rng.normal(size=(rng.integers(1, 2 * m + 1), m))
         gram = g.T @ g
-        a = np.concatenate([gram, gram.sum(0, keepdims=True)])[:k]
+        pool = np.concatenate([gram, gram.sum(0, keepdims=True)])
+        a = pool[np.arange(k) % len(pool)]
         b = np.zeros(k)
     elif kind == 2:  # Gramian rows, rhs in [min row, 0] (EPO balance-like)
         g = rng.normal(size=(rng.integers(1, 2 * m + 1), m))
         gram = g.T @ g
-        a = np.concatenate([gram, rng.normal(size=(1, m))])[:k]
+        pool = np.concatenate([gram, rng.normal(size=(1, m))])
+        a = pool[np.arange(k) % len(pool)]
         b = np.minimum(rng.uniform(-1, 0.3, size=k) * np.abs(a).max(1), 0)
     elif kind == 3:  # duplicated and opposite rows, tight equalities
         base = rng.normal(size=(max(k // 3, 1), m))
-        a = np.concatenate([base, base, -base, base])[:k]
+        pool = np.concatenate([base, base, -base, base])
+        a = pool[np.arange(k) % len(pool)]
         b = np.zeros(k)
     elif kind == 4:  # zero rows (feasible iff b <= 0) and badly scaled rows
         a = rng.normal(size=(k, m)) * 10.0 ** rng.uniform(-6, 6, size=(k, 1))

@@ -687,3 +687,30 @@ def test_rounding_level_cycle_stops_early_and_accurately():
     s = np.max(np.diag(c))
     assert numpy_kkt(c, res.weights[0]) <= 1e-8
     assert abs(res.objective[0] - best) <= 1e-10 * s
+
+
+def test_affine_subproblem_singular_and_indefinite():
+    # The equality-constrained sub-problem on a support (private helper): exact on a
+    # singular PSD block (duplicated gradients); finite and near-exact through the
+    # eigenvalue fallback when the block is indefinite beyond rounding.
+    from jaxpareto.weighting.min_norm import _affine_min
+
+    rng = np.random.default_rng(81)
+    g = rng.standard_normal((5, 3))
+    g[3] = g[1]
+    c = g @ g.T
+    c /= np.max(np.diag(c))
+    support = np.array([True, True, False, True, True])
+    idx = np.flatnonzero(support)
+    kkt = np.zeros((5, 5))
+    kkt[:4, :4] = 2 * c[np.ix_(idx, idx)]
+    kkt[:4, 4] = kkt[4, :4] = 1
+    z = np.linalg.lstsq(kkt, np.eye(5)[4], rcond=None)[0][:4]
+    oracle = z @ c[np.ix_(idx, idx)] @ z
+    v = np.zeros(5)
+    v[1], v[3] = 1 / np.sqrt(2), -1 / np.sqrt(2)
+    for gram, tol in ((c, 1e-14), (c - 1e-6 * np.outer(v, v), 1e-6)):
+        beta = np.asarray(_affine_min(jnp.asarray(gram), jnp.asarray(support)))
+        assert np.all(np.isfinite(beta)) and abs(beta.sum() - 1) < 1e-12
+        assert np.all(beta[~support] == 0)
+        assert abs(beta @ c @ beta - oracle) <= tol

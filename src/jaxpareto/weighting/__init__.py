@@ -10,7 +10,7 @@ Layering: this package sees only arrays; it imports neither optax nor the Jacobi
 
 from jaxpareto.weighting.base import Weighting
 from jaxpareto.weighting.epo import EpoResult, EpoState, epo, epo_weights
-from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, OPTIMAL, LPResult, linprog_simplex
+from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, NUMERICAL_ERROR, OPTIMAL, LPResult, linprog_simplex
 from jaxpareto.weighting.min_norm import MgdaState, MinNormResult, kkt_residual, mgda, min_norm_weights
 from jaxpareto.weighting.pmtl import PmtlResult, PmtlState, pmtl, pmtl_weights
 from jaxpareto.weighting.scalarization import (
@@ -24,7 +24,7 @@ from jaxpareto.weighting.scalarization import (
 __all__ = [
     "Weighting",
     "EpoResult", "EpoState", "epo", "epo_weights",
-    "INFEASIBLE", "MAX_ITER", "OPTIMAL", "LPResult", "linprog_simplex",
+    "INFEASIBLE", "MAX_ITER", "NUMERICAL_ERROR", "OPTIMAL", "LPResult", "linprog_simplex",
     "MgdaState", "MinNormResult", "kkt_residual", "mgda", "min_norm_weights",
     "PmtlResult", "PmtlState", "pmtl", "pmtl_weights",
     "ScalarizationState", "chebyshev", "chebyshev_weights", "linear", "linear_weights",
