@@ -8,7 +8,7 @@
 """
 
 from jaxpareto import continuation as ppe
-from jaxpareto import data, metrics, models, problems, weighting
+from jaxpareto import data, hypernetwork, metrics, models, problems, weighting
 from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
 from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
 from jaxpareto.weighting import (
@@ -28,7 +28,7 @@ from jaxpareto.weighting import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "metrics", "models", "ppe", "problems", "weighting",
+    "data", "hypernetwork", "metrics", "models", "ppe", "problems", "weighting",
     "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
     "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
     "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",
