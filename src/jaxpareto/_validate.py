@@ -88,3 +88,12 @@ def working_dtype(*xs):
     if jnp.finfo(dtype).bits < 32:
         return jnp.float32
     return dtype
+
+
+def check_int(x, name: str, minimum: int, fn: str) -> int:
+    """A static Python int ``>= minimum``; errors name the function and the argument."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{fn}: `{name}` must be a Python int, got {type(x).__name__}.")
+    if x < minimum:
+        raise ValueError(f"{fn}: `{name}` must be >= {minimum}, got {x}.")
+    return int(x)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, is_concrete
+from jaxpareto._validate import check_int as _check_int
 
 __all__ = [
     "non_uniformity",
@@ -371,14 +372,6 @@ def hypervolume_contributions(points, reference) -> jax.Array:
 
 # ---------------------------------------------------------------------------
 # Preference grids (host side; static integers in, arrays out).
-
-
-def _check_int(x, name: str, minimum: int, fn: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{fn}: `{name}` must be a Python int, got {type(x).__name__}.")
-    if x < minimum:
-        raise ValueError(f"{fn}: `{name}` must be >= {minimum}, got {x}.")
-    return int(x)
 
 
 def das_dennis(m: int, num_partitions: int, *, dtype=None) -> jax.Array:

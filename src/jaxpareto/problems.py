@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, is_concrete
+from jaxpareto._validate import check_int as _check_int
 
 __all__ = [
     "Problem",
@@ -74,14 +75,6 @@ class Problem(NamedTuple):
 
 # ---------------------------------------------------------------------------
 # Shared helpers.
-
-
-def _check_int(x, name: str, minimum: int, fn: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{fn}: `{name}` must be a Python int, got {type(x).__name__}.")
-    if x < minimum:
-        raise ValueError(f"{fn}: `{name}` must be >= {minimum}, got {x}.")
-    return int(x)
 
 
 def _check_params(params, n: int, fn: str) -> jax.Array:
