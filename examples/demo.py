@@ -209,8 +209,9 @@ def _train_method(
         trainers[key] = mt.make_trainer(make(), optimizer)
     trainer = trainers[key]
     k = jax.tree_util.tree_leaves(params0)[0].shape[0]
-    prefs = jnp.asarray(preferences[:k])
-    indices = jnp.asarray(np.arange(k, dtype=np.int32))
+    # device_put, not jnp.asarray: the latter compiles a small program per shape.
+    prefs = jax.device_put(np.asarray(preferences[:k]))
+    indices = jax.device_put(np.arange(k, dtype=np.int32))
     bar = _Progress(schedule.shape[0], desc, progress)
     start = time.perf_counter()
     state = trainer.init(params0, prefs, indices)
@@ -258,7 +259,7 @@ def stage_multitask(cfg: Config, results: dict) -> dict:
                "datasets": {}}
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed), max(2, cfg.num_preferences))
     # Every method starts from the same networks: model k of each method from key k.
-    params_all = jax.tree_util.tree_map(np.asarray, jax.vmap(jp.models.lenet_init)(keys))
+    params_all = jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(jp.models.lenet_init))(keys))
 
     for kind in cfg.datasets:
         data, info = _load_multi(kind, cfg)
@@ -279,8 +280,8 @@ def stage_multitask(cfg: Config, results: dict) -> dict:
         print(f"  {n} train / {data.test_images.shape[0]} test pairs; {cfg.epochs} epochs x "
               f"{steps_per_epoch} steps of {cfg.batch_size} ({cfg.optimizer}, lr "
               f"{cfg.learning_rate:g}; budget: {cfg.budget})")
-        images = jnp.asarray(data.train_images)  # uint8 on the device
-        labels = jnp.asarray(data.train_labels)
+        images = jax.device_put(data.train_images)  # uint8 on the device
+        labels = jax.device_put(data.train_labels)
         entry = {"data": info, "steps": total, "pmtl_init_steps": init_steps, "methods": {}}
 
         for name in cfg.methods:
@@ -394,12 +395,12 @@ def stage_river(cfg: Config, results: dict) -> dict:
     print(f"  {n} train / {data.x_test.shape[0]} test rows, {cfg.river_preferences} random "
           f"preferences; {cfg.river_epochs} epochs x {n // batch} steps of {batch} "
           f"({cfg.river_optimizer}, lr {cfg.river_learning_rate:g}; budget: {cfg.budget})")
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    x_train, y_train = jax.device_put(data.x_train), jax.device_put(data.y_train)
+    x_test, y_test = jax.device_put(data.x_test), jax.device_put(data.y_test)
     num_models = max(cfg.river_preferences, m)
     keys = jax.random.split(jax.random.PRNGKey(cfg.seed + 4), num_models)
     params_all = jax.tree_util.tree_map(
-        np.asarray, jax.vmap(lambda key: jp.models.river_init(key))(keys))
+        np.asarray, jax.jit(jax.vmap(lambda key: jp.models.river_init(key)))(keys))
     evaluate = jax.jit(jax.vmap(jp.models.river_losses, in_axes=(0, None, None)))
     trainers: dict = {}
     section = {"description": data.info["description"], "preferences": _tolist(prefs),
@@ -591,7 +592,10 @@ def run(cfg: Config, stages: Sequence[str] | None = None) -> dict:
         results["stages"][name] = section
         if name in _PLOTS:
             fname, plot = _PLOTS[name]
-            results["files"].append(str(plot(section, out / fname)))
+            try:
+                results["files"].append(str(plot(section, out / fname)))
+            except ImportError as err:  # matplotlib is in the `demo` extra
+                print(f"  no {fname}: {err} (pip install matplotlib)")
         results["seconds"] = round(time.perf_counter() - t0, 2)
         path = out / "demo.json"
         path.write_text(json.dumps(results, indent=1))

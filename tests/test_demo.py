@@ -84,24 +84,24 @@ def test_evaluator_matches_library_loss_and_accuracy():
     images, labels = _images(1, 23)
     # eval_batch 10 does not divide 23: the padded, masked path is exercised.
     losses, accs = mt.make_lenet_evaluator(eval_batch=10)(params, images, labels)
-    for k in range(2):
-        p = jax.tree_util.tree_map(lambda a: a[k], params)
-        np.testing.assert_allclose(losses[k], jp.models.lenet_losses(p, images, labels), rtol=1e-12)
-        np.testing.assert_allclose(accs[k], jp.models.lenet_accuracy(p, images, labels), rtol=1e-12)
+    want_losses = jax.jit(jax.vmap(jp.models.lenet_losses, (0, None, None)))(params, images, labels)
+    want_accs = jax.jit(jax.vmap(jp.models.lenet_accuracy, (0, None, None)))(params, images, labels)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-12)
+    np.testing.assert_allclose(accs, want_accs, rtol=1e-12)
 
 
 # ------------------------------------------------------------------ trainer
 
 
-def _manual_sgd(params, schedule, images, labels, lr, weights_fn):
+@jax.jit
+def _library_grad(params, x, y, w):
+    return jax.grad(lambda p: jnp.dot(w, jp.models.lenet_losses(p, x, y)))(params)
+
+
+def _manual_sgd(params, schedule, images, labels, lr, weights):
     """Oracle: plain Python SGD on the library LeNet, ``θ ← θ − lr ∇(wᵀ l)``."""
     for rows in schedule:
-        x, y = images[rows], labels[rows]
-
-        def objective(p):
-            return jnp.dot(weights_fn(), jp.models.lenet_losses(p, x, y))
-
-        g = jax.grad(objective)(params)
+        g = _library_grad(params, images[rows], labels[rows], weights)
         params = jax.tree_util.tree_map(lambda a, b: a - lr * b, params, g)
     return params
 
@@ -124,7 +124,7 @@ def test_linear_and_single_task_trainers_match_manual_sgd():
             w = prefs[k] / prefs[k].sum() if name == "linear" else np.eye(2)[k]
             np.testing.assert_allclose(weight_log[-1, k], w, rtol=1e-12)
             want = _manual_sgd(jax.tree_util.tree_map(lambda a: a[k], params0), schedule,
-                               images, labels, lr, lambda: jnp.asarray(w))
+                               images, labels, lr, jnp.asarray(w))
             got = jax.tree_util.tree_map(lambda a: a[k], state.params)
             for g, v in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
                 np.testing.assert_allclose(g, v, rtol=1e-9, atol=1e-12)
@@ -158,6 +158,7 @@ def test_batched_preference_methods_match_per_model_transforms(name):
         trainer, state, schedule, jnp.asarray(x), jnp.asarray(y), jnp.asarray(prefs),
         jnp.arange(3), chunk=2)
     refs = mt.pmtl_references(prefs)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     def oracle(p, k, pref):
         # One model, a Python loop of optax updates with the transform configured for
@@ -167,14 +168,18 @@ def test_batched_preference_methods_match_per_model_transforms(name):
         else:
             tx = jp.pmtl(refs, k, scale="num_tasks", init_steps=2)
         tx = optax.chain(tx, optax.sgd(lr))
-        s = tx.init(p)
-        for rows in schedule:
-            losses, jac = jp.value_and_jacobian(_mlp_loss)(p, x[rows], y[rows])
+
+        def step(carry, rows):
+            p, s = carry
+            losses, jac = jp.value_and_jacobian(_mlp_loss)(p, xj[rows], yj[rows])
             upd, s = tx.update(jac, s, p, value=losses)
-            p = optax.apply_updates(p, upd)
+            return (optax.apply_updates(p, upd), s), None
+
+        (p, s), _ = jax.lax.scan(step, (p, tx.init(p)), schedule)
         return p, s[0].weights
 
-    # jit once for EPO (the preference is an argument); PMTL gets a concrete Python index.
+    # One compile for EPO (the preference is an argument); PMTL gets a concrete Python
+    # index, so its oracle compiles per sub-region (the slow variant).
     run_epo = jax.jit(oracle, static_argnums=1)
     for k in range(3):
         p0 = jax.tree_util.tree_map(lambda a: a[k], params0)
@@ -249,12 +254,18 @@ def test_command_line_budgets():
 # ------------------------------------------------------------------ end to end
 
 
-def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys):
+# The default variant runs the main method and the baselines; every method (MGDA-UB,
+# PMTL, linear scalarization and all river methods) runs with `pytest -m slow`.
+@pytest.mark.parametrize("methods, river_methods", [
+    (("epo", "single"), ("linear", "single")),
+    pytest.param(mt.METHODS, demo.RIVER_METHODS, marks=pytest.mark.slow),
+])
+def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys, methods, river_methods):
     cfg = demo.Config(
-        datasets=("multi_mnist",), methods=("epo", "mgda_ub", "single"), num_train=96,
-        num_test=40, epochs=2, batch_size=32, num_preferences=3,
-        river_methods=("linear", "single"), river_rows=400, river_preferences=3,
-        river_epochs=2, river_batch_size=64, progress=False, out_dir=str(tmp_path))
+        datasets=("multi_mnist",), methods=methods, num_train=96, num_test=40, epochs=2,
+        batch_size=32, num_preferences=3, river_methods=river_methods, river_rows=400,
+        river_preferences=3, river_epochs=2, river_batch_size=64, progress=False,
+        out_dir=str(tmp_path))
     results = demo.run(cfg)
     print(demo.summary(results))
     out = capsys.readouterr().out
@@ -269,7 +280,7 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys):
 
     entry = saved["stages"]["multitask"]["datasets"]["multi_mnist"]
     assert entry["steps"] == 2 * (96 // 32)
-    assert set(entry["methods"]) == {"epo", "mgda_ub", "single"}
+    assert set(entry["methods"]) == set(methods)
     for name, rec in entry["methods"].items():
         assert rec["finite"], name
         losses, accs = np.asarray(rec["test_losses"]), np.asarray(rec["test_accuracies"])
@@ -283,7 +294,7 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys):
     assert 0.0 <= epo["hypervolume"] <= 2.5 * 2.5
 
     river = saved["stages"]["river"]["methods"]
-    assert set(river) == {"linear", "single"}
+    assert set(river) == set(river_methods)
     for rec in river.values():
         assert rec["finite"] and np.all(np.isfinite(rec["rlp_mean"]))
         assert len(rec["rlp_mean"]) == 8

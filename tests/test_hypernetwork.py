@@ -296,29 +296,28 @@ def test_static_validation_names_the_argument():
 
 
 def test_sample_preferences_follow_dirichlet():
-    # m = 2: r₁ ~ Beta(α, α); Kolmogorov–Smirnov against scipy's Beta CDF.
-    r = np.asarray(hn.sample_preferences(jax.random.PRNGKey(0), 20_000, 2, 0.2, floor=1e-12))
-    np.testing.assert_allclose(r.sum(axis=1), 1.0, rtol=1e-12)
-    assert np.all(r > 0)
-    ks = scipy.stats.kstest(r[:, 0], scipy.stats.beta(0.2, 0.2).cdf)
-    assert ks.pvalue > 1e-3, ks
-    # m = 3, vector α: marginals r_i ~ Beta(α_i, α₀ − α_i), means α/α₀ and variances
-    # α_i(α₀−α_i)/(α₀²(α₀+1)).
-    alpha = np.array([0.5, 1.0, 2.5])
-    a0 = alpha.sum()
-    r3 = np.asarray(hn.sample_preferences(jax.random.PRNGKey(1), 20_000, 3, jnp.asarray(alpha), floor=1e-12))
-    np.testing.assert_allclose(r3.mean(axis=0), alpha / a0, atol=0.01)
-    np.testing.assert_allclose(r3.var(axis=0), alpha * (a0 - alpha) / (a0**2 * (a0 + 1)), rtol=0.06)
-    for i in range(3):
-        assert scipy.stats.kstest(r3[:, i], scipy.stats.beta(alpha[i], a0 - alpha[i]).cdf).pvalue > 1e-3
-    # The floor: with α = 0.05 many raw entries are ~0 (or exactly 0); after flooring
+    # One compiled sampler (shape [20000, 2], vector α) for all three checks.
+    def sample(seed, alpha, floor):
+        return np.asarray(hn.sample_preferences(jax.random.PRNGKey(seed), 20_000, 2, jnp.asarray(alpha),
+                                                floor=floor))
+
+    # Dir(α₁, α₂): r₁ ~ Beta(α₁, α₂). Kolmogorov–Smirnov against scipy's Beta CDF, for
+    # PHN's Dir(0.2, 0.2) and an asymmetric α; the mean is α₁/(α₁ + α₂).
+    for seed, alpha in ((0, (0.2, 0.2)), (1, (0.5, 2.0))):
+        r = sample(seed, alpha, 1e-12)
+        np.testing.assert_allclose(r.sum(axis=1), 1.0, rtol=1e-12)
+        assert np.all(r > 0)
+        ks = scipy.stats.kstest(r[:, 0], scipy.stats.beta(*alpha).cdf)
+        assert ks.pvalue > 1e-3, (alpha, ks)
+        assert abs(r[:, 0].mean() - alpha[0] / sum(alpha)) < 0.01
+    # The floor: with α = 0.05 many raw entries are ~0 (or round to 0); after flooring
     # every entry is at least floor / (1 + m·floor) and rows still sum to 1.
     floor = 1e-3
-    r4 = np.asarray(hn.sample_preferences(jax.random.PRNGKey(5), 20_000, 3, jnp.full(3, 0.05), floor=floor))
-    assert np.all(np.isfinite(r4))
-    assert np.min(r4) >= floor / (1 + 3 * floor) * (1 - 1e-12)
-    assert np.mean(r4 < 2 * floor) > 0.3  # the floor is active, as expected for α = 0.05
-    np.testing.assert_allclose(r4.sum(axis=1), 1.0, rtol=1e-12)
+    r = sample(5, (0.05, 0.05), floor)
+    assert np.all(np.isfinite(r))
+    assert np.min(r) >= floor / (1 + 2 * floor) * (1 - 1e-12)
+    assert np.mean(r < 2 * floor) > 0.3  # the floor is active, as expected for α = 0.05
+    np.testing.assert_allclose(r.sum(axis=1), 1.0, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -591,9 +590,10 @@ def front_report(h):
 
 
 # Stated tolerances for 500 Adam steps of 8 preferences ~ Dir(1) each, on PHN's 25
-# evaluation rays (none of which is a training preference). Measured: max distance to
-# the Pareto set ≈ 6e-3, stationarity ≈ 4e-3, distance to the exact ray point ≈ 5e-3,
-# IGD within 1e-4 of the IGD of the exact ray points.
+# evaluation rays (none of which is a training preference). Measured (seeds 0 / 1):
+# max distance to the Pareto set 5.5e-3 / 3.2e-3, stationarity 3.6e-3 / 1.8e-3,
+# distance to the exact ray point 1.1e-2 / 1.4e-2, IGD 0.0274 / 0.0281 against 0.0300
+# for the exact ray points themselves.
 TOL_DIST, TOL_STAT, TOL_RAY, TOL_IGD_GAP = 0.02, 0.02, 0.02, 0.005
 
 
