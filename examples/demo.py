@@ -26,6 +26,19 @@ Reproduces the experiments of EPO search (Mahapatra & Rajan, ICML 2020, "seed 00
    task (seed 003, Fig. 8; lower and flatter is better), the mean ray cosine and the mean
    non-uniformity per method.
 
+3. **PPE navigation** (``jp.ppe``, seed 000) from the EPO model of stage 1 at the
+   middle ray ``r ∝ (½, ½)`` (Multi-MNIST): the model is corrected onto the Pareto set of
+   the training loss on ``ppe_examples`` pairs, then ``ppe_steps`` predictor-corrector
+   steps go toward each task. Reported: every navigated point's test losses and
+   accuracies, the test hypervolume of the navigated front next to that of the 5
+   trained EPO models, and the cost of each (wall time, example-gradients). The full
+   comparison with retraining at matching preferences is
+   :mod:`examples.ppe_multimnist`.
+4. **One hypernetwork** (``jp.hypernetwork``, PHN-style, EPO rule, preferences drawn
+   from Dir(0.2) each step) trained on the same pairs: its models at the 5 rays and at
+   25 rays, test hypervolume next to the 5 EPO models'
+   (:mod:`examples.hypernetwork_multimnist` has the full comparison).
+
 Budget. The paper trains every model with plain SGD (lr 10⁻³, no momentum) for 100
 epochs on 120 000 pairs; on the 2-core CPU this demo targets that would take days. The
 **default** run is a reduced budget that finishes in about 10 minutes there: Adam
@@ -43,12 +56,13 @@ compile per method serves all data sets (same shapes; the data are jit arguments
 
 Outputs (``results/`` by default): ``demo.json`` (configuration, environment, every
 number printed), ``demo_fronts.png`` (per data set: test accuracies and the loss-space
-fronts with the ``r⁻¹`` rays, like seed 003 Fig. 7) and ``demo_river.png`` (mean
-``r ⊙ l`` profiles, like Fig. 8).
+fronts with the ``r⁻¹`` rays, like seed 003 Fig. 7), ``demo_river.png`` (mean
+``r ⊙ l`` profiles, like Fig. 8), ``demo_ppe.png`` (the navigated front over the EPO
+models) and ``demo_hypernetwork.png`` (the hypernetwork's front).
 
-Stages. The demo is a list of stages (:data:`STAGES`), each ``stage(config, results)
--> dict`` adding its section to the results; the PPE navigation and the hypernetwork
-front will be appended there as ``stage_ppe`` / ``stage_hypernetwork``.
+Stages. The demo is a list of stages (:data:`STAGES`), each ``stage(config, results,
+artifacts) -> dict`` adding its section to the results (``artifacts`` passes trained
+parameters and data from one stage to the next in memory).
 
 Run: ``python examples/demo.py [--full] [--out DIR] [--datasets ...] [--epochs N]``.
 """
@@ -75,7 +89,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpareto as jp
+from examples import hypernetwork_multimnist as hm
 from examples import multitask as mt
+from examples import ppe_multimnist as ppe_mm
 
 DATASETS = ("multi_mnist", "multi_fashion", "multi_fashion_mnist")
 DATASET_LABELS = {
@@ -117,6 +133,13 @@ class Config:
     river_batch_size: int = 256
     river_optimizer: str = "adam"
     river_learning_rate: float = 1e-3
+    ppe: bool = True
+    ppe_examples: int = 512  # training pairs the navigation works on
+    ppe_steps: int = 5  # predictor-corrector steps toward each task
+    hypernetwork: bool = True
+    hypernetwork_rule: str = "epo"
+    hypernetwork_epochs: int = 2
+    hypernetwork_learning_rate: float = 1e-3
     seed: int = 0
     progress: bool = True
     out_dir: str = str(DEFAULT_OUT)
@@ -248,8 +271,11 @@ def _load_multi(kind: str, cfg: Config) -> tuple[Any, dict]:
     return data, info
 
 
-def stage_multitask(cfg: Config, results: dict) -> dict:
-    """Train every method on every Multi-* set; return the section for ``demo.json``."""
+def stage_multitask(cfg: Config, results: dict, artifacts: dict | None = None) -> dict:
+    """Train every method on every Multi-* set; return the section for ``demo.json``.
+
+    ``artifacts`` (optional) receives, per data set, the data and the trained parameters
+    of every method, for the later stages."""
     prefs = preference_rays(cfg.num_preferences)
     optimizer = mt.make_optimizer(cfg.optimizer, cfg.learning_rate)
     trainers: dict = {}
@@ -297,6 +323,11 @@ def stage_multitask(cfg: Config, results: dict) -> dict:
                 chunk, f"{DATASET_LABELS[kind]} {mt.METHOD_LABELS[name]}", cfg.progress)
             losses, accs = evaluate(state.params, data.test_images, data.test_labels)
             losses, accs = np.asarray(losses, np.float64), np.asarray(accs, np.float64)
+            if artifacts is not None:
+                # Kept in memory for the later stages (PPE starts from an EPO model).
+                artifacts.setdefault(kind, {"data": data, "steps": total,
+                                            "batch_size": cfg.batch_size, "models": {}})
+                artifacts[kind]["models"][name] = jax.tree_util.tree_map(np.asarray, state.params)
             rec = {
                 "seconds": round(seconds, 2),
                 "test_losses": _tolist(losses),
@@ -378,7 +409,7 @@ def format_multitask_table(kind: str, entry: dict, prefs: np.ndarray, cfg: Confi
 # ------------------------------------------------------------------ stage 2: river
 
 
-def stage_river(cfg: Config, results: dict) -> dict:
+def stage_river(cfg: Config, results: dict, artifacts: dict | None = None) -> dict:
     """EPO / PMTL / linear scalarization / single-task on the 8-task river simulator."""
     data = jp.data.river_flow(cfg.seed, num_rows=cfg.river_rows)
     m = data.y_train.shape[1]
@@ -450,6 +481,204 @@ def format_river_table(section: dict, m: int) -> str:
                      f"{rec['mean_non_uniformity']:>9.4f} {rec['seconds']:>7.1f}")
     lines.append("(single-task: r ⊙ l with l the 8 single-task networks' test losses)")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ stage 3: PPE navigation
+
+
+def _tree_take(tree, index):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[index], tree)
+
+
+def _start_model(cfg: Config, results: dict, artifacts: dict | None):
+    """The EPO model of the multitask stage at the ray closest to (½, ½), its data set
+    and what it cost; ``(None, None, None, None)`` when that stage did not run here."""
+    prefs = preference_rays(cfg.num_preferences)
+    for kind in DATASETS:
+        art = (artifacts or {}).get(kind)
+        if art is None or "epo" not in art["models"] or "multitask" not in results["stages"]:
+            continue
+        rec = results["stages"]["multitask"]["datasets"][kind]["methods"]["epo"]
+        mid = int(np.argmin(np.abs(prefs[:, 0] - prefs[:, 1])))
+        k = len(rec["test_losses"])
+        cost = {"seconds": rec["seconds"] / k, "compile_seconds": 0.0, "steps": art["steps"],
+                "batch_size": art["batch_size"]}
+        return kind, art, _tree_take(art["models"]["epo"], mid), cost
+    return None, None, None, None
+
+
+def stage_ppe(cfg: Config, results: dict, artifacts: dict | None = None) -> dict:
+    """PPE navigation (``jp.ppe.trace``) from the EPO model at ``r ∝ (½, ½)``:
+    ``cfg.ppe_steps`` predictor-corrector steps toward each task on
+    ``cfg.ppe_examples`` training pairs, compared with the 5 EPO models of the
+    multitask stage (hypervolume of the test losses, cost). Without that stage (run
+    alone) the start model is trained here (:mod:`examples.ppe_multimnist`)."""
+    kind, art, start, cost = _start_model(cfg, results, artifacts)
+    data = art["data"] if art is not None else None
+    label = DATASET_LABELS[kind or "multi_mnist"]
+    print(f"\n=== PPE navigation on {label} ===")
+    res = ppe_mm.run(epochs=cfg.epochs, num_train=cfg.num_train, num_test=cfg.num_test,
+                     batch_size=cfg.batch_size, lr=cfg.learning_rate,
+                     nav_examples=cfg.ppe_examples, nav_steps=cfg.ppe_steps, retrain=False,
+                     seed=cfg.seed, data=data, start_params=start, start_cost=cost)
+    section = {k: v for k, v in res.items() if not k.startswith("_")}
+    section["dataset"] = kind or "multi_mnist"
+    nav = section["navigation"]
+    ppe_losses = np.asarray(nav["test_losses"], np.float64)
+    reference = np.asarray(cfg.hv_reference, np.float64)
+    nav["hypervolume"] = float(jp.metrics.hypervolume(ppe_losses, reference))
+    if kind is not None:
+        rec = results["stages"]["multitask"]["datasets"][kind]["methods"]["epo"]
+        k = len(rec["test_losses"])
+        grads = k * art["steps"] * 2 * art["batch_size"]
+        section["epo_front"] = {
+            "preferences": rec["preferences"], "test_losses": rec["test_losses"],
+            "hypervolume": rec["hypervolume"], "seconds": rec["seconds"], "models": k,
+            "example_gradients": grads,
+        }
+        section["comparison"] = {
+            "hv_ppe": nav["hypervolume"], "hv_epo_5": rec["hypervolume"],
+            "seconds_ppe": nav["seconds"], "seconds_epo_5": rec["seconds"],
+            "example_gradients_ppe": nav["example_gradients"], "example_gradients_epo_5": grads,
+        }
+    print(ppe_mm.format_table(res))
+    if "comparison" in section:
+        c = section["comparison"]
+        print(f"  navigated front ({len(ppe_losses)} points) HV {c['hv_ppe']:.4f} in "
+              f"{c['seconds_ppe']:.1f} s / {c['example_gradients_ppe']:.3g} example-gradients; "
+              f"EPO's 5 trained models HV {c['hv_epo_5']:.4f} in {c['seconds_epo_5']:.1f} s / "
+              f"{c['example_gradients_epo_5']:.3g} example-gradients")
+    return section
+
+
+# ------------------------------------------------------------------ stage 4: hypernetwork
+
+
+def stage_hypernetwork(cfg: Config, results: dict, artifacts: dict | None = None) -> dict:
+    """One preference-conditioned hypernetwork (``jp.hypernetwork``, PHN-style, the
+    ``cfg.hypernetwork_rule`` rule) trained on the Multi-MNIST pairs of the multitask
+    stage; its models at the 5 demo rays and at 25 rays, against the 5 EPO models."""
+    kind, art, _, _ = _start_model(cfg, results, artifacts)
+    if art is not None:
+        data = art["data"]
+    else:
+        kind = "multi_mnist"
+        data, _ = _load_multi(kind, cfg)
+    print(f"\n=== Hypernetwork on {DATASET_LABELS[kind]} ===")
+    template = jp.models.lenet_init(jax.random.PRNGKey(cfg.seed))
+    images, labels = jax.device_put(data.train_images), jax.device_put(data.train_labels)
+    h, seconds, compile_s = hm.train_hypernetwork(
+        cfg.hypernetwork_rule, template, images, labels, epochs=cfg.hypernetwork_epochs,
+        batch_size=cfg.batch_size, lr=cfg.hypernetwork_learning_rate, seed=cfg.seed,
+        loss_fn=mt.lenet_losses)  # the matmul LeNet: same function, faster in scan on CPU
+    prefs5 = preference_rays(cfg.num_preferences).astype(np.float64)
+    prefs5 = prefs5 / prefs5.sum(axis=1, keepdims=True)
+    rays25 = np.asarray(jp.metrics.circle_points(25, 0.1, np.pi / 2 - 0.1), np.float64)
+    rays25 = rays25 / rays25.sum(axis=1, keepdims=True)
+    generate = jax.jit(jax.vmap(jp.hypernetwork.apply, in_axes=(None, 0)))
+    evaluate = mt.make_lenet_evaluator()
+    reference = np.asarray(cfg.hv_reference, np.float64)
+    out = {"rule": cfg.hypernetwork_rule, "epochs": cfg.hypernetwork_epochs,
+           "train_seconds": round(seconds, 2), "compile_seconds": round(compile_s, 2),
+           "hypernetwork_params": int(jp.hypernetwork.num_params(h)),
+           "target_params": int(jp.hypernetwork.num_params(template)), "dataset": kind}
+    for name, prefs in (("rays5", prefs5), ("rays25", rays25)):
+        models = generate(h, jnp.asarray(prefs, jnp.float32))
+        losses, accs = evaluate(models, data.test_images, data.test_labels)
+        losses = np.asarray(losses, np.float64)
+        out[name] = {
+            "preferences": _tolist(prefs), "test_losses": _tolist(losses),
+            "test_accuracies": _tolist(accs),
+            "ray_cosine": _tolist(jp.metrics.ray_cosine(losses, prefs)),
+            "hypervolume": float(jp.metrics.hypervolume(losses, reference)),
+        }
+    if "multitask" in results["stages"] and art is not None:
+        rec = results["stages"]["multitask"]["datasets"][kind]["methods"]["epo"]
+        out["epo_front"] = {"test_losses": rec["test_losses"], "hypervolume": rec["hypervolume"],
+                            "seconds": rec["seconds"], "mean_ray_cosine": rec["mean_ray_cosine"]}
+    print(format_hypernetwork_table(out, cfg))
+    return out
+
+
+def format_hypernetwork_table(section: dict, cfg: Config) -> str:
+    lines = [f"one hypernetwork ({section['rule']} rule, {section['epochs']} epochs, "
+             f"{section['hypernetwork_params']:,} parameters emitting a "
+             f"{section['target_params']:,}-parameter LeNet), test set:"]
+    head = f"  {'preference r':<16} {'loss1':>7} {'loss2':>7} {'acc1':>7} {'acc2':>7} {'cos':>7}"
+    lines.append(head)
+    r5 = section["rays5"]
+    for r, l, a, c in zip(r5["preferences"], r5["test_losses"], r5["test_accuracies"],
+                          r5["ray_cosine"]):
+        lines.append(f"  {_fmt_pref(np.asarray(r)):<16} {l[0]:>7.4f} {l[1]:>7.4f} {a[0]:>7.4f} "
+                     f"{a[1]:>7.4f} {c:>7.4f}")
+    ref = tuple(cfg.hv_reference)
+    lines.append(f"  HV (ref {ref}): hypernetwork at the 5 rays {r5['hypervolume']:.4f}, at 25 "
+                 f"rays {section['rays25']['hypervolume']:.4f}; training {section['train_seconds']:.1f} s "
+                 f"(+{section['compile_seconds']:.1f} s compile)")
+    if "epo_front" in section:
+        e = section["epo_front"]
+        lines.append(f"  5 EPO models (multitask stage): HV {e['hypervolume']:.4f}, "
+                     f"training {e['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def plot_ppe(section: dict, path: Path) -> Path:
+    """Test-loss plane: the navigated points, the start, and the 5 EPO models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nav = section["navigation"]
+    pts = np.asarray(nav["test_losses"])
+    n1 = nav["traces"]["task1"]["length"] - 1
+    order = np.concatenate([np.arange(n1, 0, -1), [0], np.arange(n1 + 1, pts.shape[0])]).astype(int)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot(pts[order, 0], pts[order, 1], "-o", ms=4, color="tab:blue", label="PPE navigation")
+    ax.plot(pts[0, 0], pts[0, 1], "k*", ms=12, label="start (EPO, r ∝ (½,½), corrected)")
+    if "epo_front" in section:
+        e = np.asarray(section["epo_front"]["test_losses"])
+        ax.plot(e[:, 0], e[:, 1], "s", color="tab:orange", label="EPO models, 5 rays")
+    ax.set_xlabel("test loss, task 1 (top-left)")
+    ax.set_ylabel("test loss, task 2 (bottom-right)")
+    ax.set_title("PPE navigation vs trained EPO models")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_hypernetwork(section: dict, path: Path) -> Path:
+    """Test-loss plane: the hypernetwork's 25-ray front and the 5 EPO models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    f25 = np.asarray(section["rays25"]["test_losses"])
+    f5 = np.asarray(section["rays5"]["test_losses"])
+    ax.plot(f25[:, 0], f25[:, 1], "-", color="tab:green", label="hypernetwork, 25 rays")
+    ax.plot(f5[:, 0], f5[:, 1], "o", color="tab:green", label="hypernetwork, 5 demo rays")
+    if "epo_front" in section:
+        e = np.asarray(section["epo_front"]["test_losses"])
+        ax.plot(e[:, 0], e[:, 1], "s", color="tab:orange", label="5 EPO models")
+    hi = float(np.max(np.concatenate([f25, f5])) * 1.1)
+    for r in section["rays5"]["preferences"]:
+        v = 1.0 / np.asarray(r, np.float64)
+        v = v / np.max(v) * hi
+        ax.plot([0, v[0]], [0, v[1]], color="0.85", lw=0.8, zorder=0)
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_xlabel("test loss, task 1 (top-left)")
+    ax.set_ylabel("test loss, task 2 (bottom-right)")
+    ax.set_title("One hypernetwork: a model for every preference")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 # ------------------------------------------------------------------ plots
@@ -567,13 +796,17 @@ def plot_river(section: dict, path: Path) -> Path:
 # ------------------------------------------------------------------ driver
 
 
-# Each stage: stage(config, results_so_far) -> its section of demo.json. Append new
-# stages here (e.g. "ppe": stage_ppe, "hypernetwork": stage_hypernetwork).
-STAGES: dict[str, Callable[[Config, dict], dict]] = {
+# Each stage: stage(config, results_so_far, artifacts) -> its section of demo.json;
+# `artifacts` carries in-memory objects (data, trained parameters) between stages.
+STAGES: dict[str, Callable[[Config, dict, dict], dict]] = {
     "multitask": stage_multitask,
     "river": stage_river,
+    "ppe": stage_ppe,
+    "hypernetwork": stage_hypernetwork,
 }
-_PLOTS = {"multitask": ("demo_fronts.png", plot_fronts), "river": ("demo_river.png", plot_river)}
+_PLOTS = {"multitask": ("demo_fronts.png", plot_fronts), "river": ("demo_river.png", plot_river),
+          "ppe": ("demo_ppe.png", plot_ppe),
+          "hypernetwork": ("demo_hypernetwork.png", plot_hypernetwork)}
 
 
 def run(cfg: Config, stages: Sequence[str] | None = None) -> dict:
@@ -581,13 +814,15 @@ def run(cfg: Config, stages: Sequence[str] | None = None) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if stages is None:
-        stages = [s for s in STAGES if s != "river" or cfg.river]
+        enabled = {"river": cfg.river, "ppe": cfg.ppe, "hypernetwork": cfg.hypernetwork}
+        stages = [s for s in STAGES if enabled.get(s, True)]
+    artifacts: dict = {}
     results: dict = {"config": dataclasses.asdict(cfg), "environment": _environment(),
                      "stages": {}, "files": []}
     t0 = time.perf_counter()
     for name in stages:
         start = time.perf_counter()
-        section = STAGES[name](cfg, results)
+        section = STAGES[name](cfg, results, artifacts)
         section["seconds"] = round(time.perf_counter() - start, 2)
         results["stages"][name] = section
         if name in _PLOTS:
@@ -633,6 +868,17 @@ def summary(results: dict) -> str:
         parts = [f"{mt.METHOD_LABELS[n]} {r['mean_ray_cosine']:.4f}"
                  for n, r in river["methods"].items()]
         lines.append("River flow: mean cos(r*l, 1): " + ", ".join(parts))
+    ppe = results["stages"].get("ppe")
+    if ppe and "comparison" in ppe:
+        c = ppe["comparison"]
+        lines.append(f"PPE navigation: {len(ppe['navigation']['test_losses'])} Pareto points, "
+                     f"test HV {c['hv_ppe']:.4f} in {c['seconds_ppe']:.1f} s, vs 5 EPO models "
+                     f"HV {c['hv_epo_5']:.4f} in {c['seconds_epo_5']:.1f} s of training")
+    hyper = results["stages"].get("hypernetwork")
+    if hyper:
+        lines.append(f"Hypernetwork ({hyper['rule']}): test HV {hyper['rays5']['hypervolume']:.4f} "
+                     f"at the 5 rays (25 rays: {hyper['rays25']['hypervolume']:.4f}) from one "
+                     f"model trained in {hyper['train_seconds']:.1f} s")
     lines.append(f"Wrote: {', '.join(results['files'])}")
     lines.append(f"Total wall time: {results['seconds']:.1f} s")
     return "\n".join(lines)
@@ -650,11 +896,15 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     parser.add_argument("--epochs", type=int, default=None, help="epochs on the Multi-* sets")
     parser.add_argument("--river-epochs", type=int, default=None)
     parser.add_argument("--no-river", action="store_true", help="skip the river-flow stage")
+    parser.add_argument("--no-ppe", action="store_true", help="skip the PPE navigation stage")
+    parser.add_argument("--no-hypernetwork", action="store_true",
+                        help="skip the hypernetwork stage")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"out_dir": args.out, "seed": args.seed,
-                                 "progress": not args.no_progress, "river": not args.no_river}
+                                 "progress": not args.no_progress, "river": not args.no_river,
+                                 "ppe": not args.no_ppe, "hypernetwork": not args.no_hypernetwork}
     if args.datasets:
         overrides["datasets"] = tuple(args.datasets)
     if args.epochs is not None:

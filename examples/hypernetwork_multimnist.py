@@ -114,14 +114,14 @@ def _train(run, carry, key, epochs):
 
 
 def train_hypernetwork(rule, template, images, labels, *, epochs, batch_size, lr, seed,
-                       chunk_size=None, alpha=0.2):
+                       chunk_size=None, alpha=0.2, loss_fn=models.lenet_losses):
     hparams = hypernetwork.init(
         jax.random.PRNGKey(seed), template, embed_dim=100, hidden=(100, 100), chunk_size=chunk_size
     )
     optimizer = optax.adam(lr)
     # PHN-EPO trains on Σ (m·β_i) l_i: scale="num_tasks"; PHN-LS on Σ r_i l_i, Σ r = 1.
     step = hypernetwork.train_step(
-        models.lenet_losses, optimizer, rule=rule, num_preferences=1, alpha=alpha,
+        loss_fn, optimizer, rule=rule, num_preferences=1, alpha=alpha,
         scale="num_tasks" if rule == "epo" else "unit",
     )
 

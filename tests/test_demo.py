@@ -264,14 +264,15 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys, methods, ri
     cfg = demo.Config(
         datasets=("multi_mnist",), methods=methods, num_train=96, num_test=40, epochs=2,
         batch_size=32, num_preferences=3, river_methods=river_methods, river_rows=400,
-        river_preferences=3, river_epochs=2, river_batch_size=64, progress=False,
-        out_dir=str(tmp_path))
+        river_preferences=3, river_epochs=2, river_batch_size=64, ppe_examples=24, ppe_steps=1,
+        hypernetwork_epochs=1, progress=False, out_dir=str(tmp_path))
     results = demo.run(cfg)
     print(demo.summary(results))
     out = capsys.readouterr().out
     assert "Multi-MNIST" in out and "River flow" in out and "closest to the rays" in out
 
-    for name in ("demo.json", "demo_fronts.png", "demo_river.png"):
+    for name in ("demo.json", "demo_fronts.png", "demo_river.png", "demo_ppe.png",
+                 "demo_hypernetwork.png"):
         path = tmp_path / name
         assert path.is_file() and path.stat().st_size > 0
     assert (tmp_path / "demo_fronts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -298,3 +299,24 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys, methods, ri
     for rec in river.values():
         assert rec["finite"] and np.all(np.isfinite(rec["rlp_mean"]))
         assert len(rec["rlp_mean"]) == 8
+
+    # PPE starts from the multitask stage's EPO model at the middle ray (r ∝ (½, ½)):
+    # before its correction, its training-subset losses are that model's.
+    ppe = saved["stages"]["ppe"]
+    nav = ppe["navigation"]
+    assert ppe["dataset"] == "multi_mnist"
+    assert np.all(np.isfinite(nav["test_losses"])) and np.all(np.isfinite(nav["train_losses"]))
+    assert len(nav["test_losses"]) == len(nav["points"]) >= 1
+    np.testing.assert_allclose(ppe["epo_front"]["test_losses"], epo["test_losses"])
+    np.testing.assert_allclose(
+        nav["hypervolume"],
+        jp.metrics.hypervolume(np.asarray(nav["test_losses"]), np.asarray([2.5, 2.5])), rtol=1e-9)
+    # The correction is MGDA with an Armijo search: no training loss goes up.
+    sc = nav["start_correction"]
+    assert np.all(np.asarray(sc["train_losses_after"]) <= np.asarray(sc["train_losses_before"]) + 1e-5)
+
+    hyper = saved["stages"]["hypernetwork"]
+    for key in ("rays5", "rays25"):
+        losses = np.asarray(hyper[key]["test_losses"])
+        assert np.all(np.isfinite(losses)) and 0.0 <= hyper[key]["hypervolume"] <= 2.5 * 2.5
+    assert len(hyper["rays25"]["test_losses"]) == 25 and len(hyper["rays5"]["test_losses"]) == 3
