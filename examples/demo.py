@@ -134,7 +134,7 @@ class Config:
     river_optimizer: str = "adam"
     river_learning_rate: float = 1e-3
     ppe: bool = True
-    ppe_examples: int = 512  # training pairs the navigation works on
+    ppe_examples: int = 1024  # training pairs the navigation works on
     ppe_steps: int = 5  # predictor-corrector steps toward each task
     hypernetwork: bool = True
     hypernetwork_rule: str = "epo"

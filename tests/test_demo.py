@@ -320,3 +320,23 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys, methods, ri
         losses = np.asarray(hyper[key]["test_losses"])
         assert np.all(np.isfinite(losses)) and 0.0 <= hyper[key]["hypervolume"] <= 2.5 * 2.5
     assert len(hyper["rays25"]["test_losses"]) == 25 and len(hyper["rays5"]["test_losses"]) == 3
+
+
+@pytest.mark.slow
+def test_ppe_example_main_writes_comparison(tmp_path):
+    from examples import ppe_multimnist
+
+    res = ppe_multimnist.main(["--epochs", "1", "--num-train", "128", "--num-test", "40",
+                               "--nav-examples", "32", "--nav-steps", "1", "--start-steps", "2",
+                               "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "ppe_multimnist.json").read_text())
+    assert (tmp_path / "ppe_multimnist.png").read_bytes()[:4] == b"\x89PNG"
+    nav = saved["navigation"]
+    assert np.all(np.isfinite(nav["test_losses"]))
+    if "independent" in saved:  # only when at least one step was accepted
+        ind = saved["independent"]
+        assert len(ind["test_losses"]) == len(nav["test_losses"]) - 1
+        # Each independent run's preference is the ray through its navigated point.
+        rl = np.asarray(ind["preferences"]) * np.asarray(nav["train_losses"][1:])
+        np.testing.assert_allclose(rl[:, 0], rl[:, 1], rtol=1e-5)
+    assert res["config"]["nav_steps"] == 1
