@@ -3,12 +3,13 @@
 ``import jaxpareto as jp``. The layers (DESIGN §1): Jacobians (``value_and_jacobian``,
 ``gramian``, ``combine``) → weightings (pure solvers over the Gramian, in
 ``jp.weighting``) → optax transforms (``jp.epo``, ``jp.mgda``, ...). Beside them:
-``jp.ppe`` (Pareto navigation), ``jp.metrics``, ``jp.problems``, ``jp.data``,
+``jp.ppe`` (Pareto navigation), ``jp.hypernetwork``, ``jp.sharding`` (meshes for
+data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 ``jp.models``.
 """
 
 from jaxpareto import continuation as ppe
-from jaxpareto import data, hypernetwork, metrics, models, problems, weighting
+from jaxpareto import data, hypernetwork, metrics, models, problems, sharding, weighting
 from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
 from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
 from jaxpareto.weighting import (
@@ -28,7 +29,7 @@ from jaxpareto.weighting import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "hypernetwork", "metrics", "models", "ppe", "problems", "weighting",
+    "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
     "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
     "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
     "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",

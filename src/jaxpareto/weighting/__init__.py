@@ -8,10 +8,22 @@ Each method has a pure solver (``min_norm_weights``, ``epo_weights``, ``pmtl_wei
 Layering: this package sees only arrays; it imports neither optax nor the Jacobian code.
 """
 
+from jaxpareto.weighting.aligned_mtl import AlignedMtlResult, AlignedMtlState, aligned_mtl, aligned_mtl_weights
 from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.cagrad import CagradResult, CagradState, cagrad, cagrad_weights
 from jaxpareto.weighting.epo import EpoResult, EpoState, epo, epo_weights
+from jaxpareto.weighting.hv_gradient import (
+    HvGradientResult,
+    HvGradientState,
+    front_ranks,
+    hv_gradient,
+    hv_gradient_weights,
+)
+from jaxpareto.weighting.imtl import ImtlResult, ImtlState, imtl_g, imtl_g_weights
 from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, NUMERICAL_ERROR, OPTIMAL, LPResult, linprog_simplex
 from jaxpareto.weighting.min_norm import MgdaState, MinNormResult, kkt_residual, mgda, min_norm_weights
+from jaxpareto.weighting.nash_mtl import NashMtlResult, NashMtlState, nash_mtl, nash_mtl_weights
+from jaxpareto.weighting.pcgrad import PcgradResult, PcgradState, pcgrad, pcgrad_weights, random_orders
 from jaxpareto.weighting.pmtl import PmtlResult, PmtlState, pmtl, pmtl_weights
 from jaxpareto.weighting.scalarization import (
     ScalarizationState,
@@ -19,6 +31,8 @@ from jaxpareto.weighting.scalarization import (
     chebyshev_weights,
     linear,
     linear_weights,
+    smooth_chebyshev,
+    smooth_chebyshev_weights,
 )
 
 __all__ = [
@@ -28,4 +42,11 @@ __all__ = [
     "MgdaState", "MinNormResult", "kkt_residual", "mgda", "min_norm_weights",
     "PmtlResult", "PmtlState", "pmtl", "pmtl_weights",
     "ScalarizationState", "chebyshev", "chebyshev_weights", "linear", "linear_weights",
+    "smooth_chebyshev", "smooth_chebyshev_weights",
+    "AlignedMtlResult", "AlignedMtlState", "aligned_mtl", "aligned_mtl_weights",
+    "CagradResult", "CagradState", "cagrad", "cagrad_weights",
+    "HvGradientResult", "HvGradientState", "front_ranks", "hv_gradient", "hv_gradient_weights",
+    "ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights",
+    "NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights",
+    "PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights", "random_orders",
 ]

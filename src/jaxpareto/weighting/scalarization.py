@@ -173,3 +173,52 @@ def chebyshev(
 
     _default = preference
     return Weighting(_init, update, None if preference is None else preference.shape[0])
+
+
+def smooth_chebyshev_weights(
+    losses: jax.Array,
+    preference: jax.Array | None = None,
+    ideal: jax.Array | None = None,
+    *,
+    smoothing: float = 0.1,
+) -> jax.Array:
+    """Weights of the smooth Tchebycheff scalarization (Lin et al. 2024, eq. 6).
+
+    ``L_μ(θ) = μ log Σ_i exp(r_i (l_i(θ) − z_i) / μ)`` has the gradient
+    ``Σ_i p_i r_i ∇l_i`` with ``p = softmax(r ⊙ (l − z) / μ)``; the weights are
+    ``p ⊙ r`` normalised to the simplex (the direction is unchanged). As ``μ → 0`` they
+    tend to the hard Tchebycheff weights ``e_k``; ``L_μ`` overestimates the max by at
+    most ``μ log m``.
+
+    Args:
+      losses: ``[m]``.
+      preference: ``[m]`` positive ``r``; default ones.
+      ideal: ``[m]`` ideal point ``z``; default zeros.
+      smoothing: ``μ > 0`` (default 0.1, a choice for losses of order one, not a value
+        from the paper: scale it with the losses).
+
+    Returns:
+      ``[m]`` on the simplex (see :func:`chebyshev_weights` for the guards).
+    """
+    losses = jnp.asarray(losses)
+    if losses.ndim != 1:
+        raise ValueError(f"`losses` must be a vector [m], got shape {losses.shape}.")
+    if preference is None:
+        preference = jnp.ones(losses.shape, losses.dtype if jnp.issubdtype(losses.dtype, jnp.floating) else float)
+    if smoothing is None or not smoothing > 0:
+        raise ValueError(f"`smoothing` must be a positive float, got {smoothing!r}.")
+    return chebyshev_weights(losses, preference, ideal, smoothing=smoothing)
+
+
+def smooth_chebyshev(
+    preference: jax.Array | None = None,
+    ideal: jax.Array | None = None,
+    *,
+    smoothing: float = 0.1,
+) -> Weighting:
+    """Smooth Tchebycheff scalarization (Lin et al. 2024) as a weighting:
+    ``chebyshev(preference, ideal, smoothing=smoothing)`` with a required ``μ > 0``
+    (see :func:`smooth_chebyshev_weights`)."""
+    if smoothing is None or not smoothing > 0:
+        raise ValueError(f"`smoothing` must be a positive float, got {smoothing!r}.")
+    return chebyshev(preference, ideal, smoothing=smoothing)

@@ -1,0 +1,150 @@
+"""IMTL-G: impartial multi-task learning, gradient balance (Liu et al., ICLR 2021,
+"Towards impartial multi-task learning", Sec. 3.2).
+
+IMTL-G looks for the update ``g = Σ_i α_i g_i`` with ``Σ_i α_i = 1`` whose projections on
+the unit task gradients ``u_i = g_i / ‖g_i‖`` are all equal, ``gᵀu_1 = … = gᵀu_m``.
+The paper's closed form (full-rank gradients) is, with ``D = [g_1 − g_2, …, g_1 − g_m]ᵀ``
+and ``U = [u_1 − u_2, …, u_1 − u_m]ᵀ``,
+
+    α_{2:m} = g_1ᵀ Uᵀ (D Uᵀ)⁻¹,      α_1 = 1 − Σ_{i≥2} α_i.
+
+Gramian form (Quinton & Rey 2024, "Jacobian descent for multi-objective optimization",
+which generalises it to linearly dependent gradients; TorchJD's ``IMTLG``). The
+conditions ``gᵀu_i = const`` read ``(C α)_i = t ‖g_i‖``: with ``n_i = √C_ii``,
+
+    v = C⁺ n,      α = v / Σ_i v_i,
+
+``C⁺`` the Moore–Penrose pseudo-inverse. ``Gᵀv`` is the minimum-norm vector of the span
+of the gradients with ``u_iᵀ (Gᵀv) = 1`` for all ``i``. For full-rank gradients this is
+the paper's closed form.
+
+Pseudo-inverse: eigen-decomposition of ``C / max_i C_ii``, eigenvalues below
+``m · ε · λ_max`` treated as zero (``numpy.linalg.pinv``'s default cut-off).
+
+Properties (checked in ``tests/test_weighting_properties.py``): permutation invariant;
+weights unchanged when every gradient is multiplied by one positive factor; the update
+has equal projections on all unit gradients ("impartial"); multiplying task ``i``'s
+gradient by ``c_i > 0`` leaves the update's direction unchanged up to sign (only ``Σ v``
+changes). Not non-conflicting in general (the common projection can be negative).
+
+Degeneracy: ``|Σ_i v_i| ≤ 8 m ε Σ_i |v_i|`` (e.g. all gradients zero) or a non-finite
+Gramian gives zero weights (a zero update, as TorchJD) and sets ``degenerate``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxpareto._validate import check_gram, working_dtype
+from jaxpareto.weighting.base import Weighting, full_precision
+
+__all__ = ["ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights"]
+
+
+class ImtlResult(NamedTuple):
+    """Result of :func:`imtl_g_weights`.
+
+    Attributes:
+      weights: ``[m]`` ``α`` with ``Σ α = 1`` (zeros when degenerate).
+      rank: int32 ``[]`` numerical rank of the Gramian.
+      projection: ``[]`` the common projection ``gᵀu_i`` of the update (0 if degenerate).
+      degenerate: bool ``[]`` the fallback was used.
+    """
+
+    weights: jax.Array
+    rank: jax.Array
+    projection: jax.Array
+    degenerate: jax.Array
+
+
+def _pinv_apply(c: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``C⁺ b`` for a symmetric PSD ``C`` by an eigenvalue-truncated inverse; and the rank."""
+    m = c.shape[0]
+    evals, evecs = jnp.linalg.eigh(c)
+    cutoff = m * jnp.finfo(c.dtype).eps * jnp.maximum(jnp.max(evals), 0)
+    keep = evals > cutoff
+    inv = jnp.where(keep, 1 / jnp.where(keep, evals, 1), 0)
+    return evecs @ (inv * (evecs.T @ b)), jnp.sum(keep).astype(jnp.int32)
+
+
+@full_precision
+def imtl_g_weights(gram: jax.Array) -> ImtlResult:
+    """IMTL-G weights ``α = C⁺n / Σ(C⁺n)``, ``n_i = √C_ii`` (see module docstring).
+
+    Args:
+      gram: ``[m, m]`` task Gramian, ``m ≥ 2``.
+
+    Returns:
+      :class:`ImtlResult`; float fields in the dtype of ``gram``.
+    """
+    gram = check_gram(gram, "gram", min_tasks=2)
+    return _imtl_g(jax.lax.stop_gradient(gram))
+
+
+# Jitted so that eager calls reuse one compiled program per shape.
+@jax.jit
+@full_precision
+def _imtl_g(gram) -> ImtlResult:
+    m = gram.shape[0]
+    out_dtype = gram.dtype
+    dtype = working_dtype(gram)
+    c = gram.astype(dtype)
+    c = 0.5 * (c + c.T)
+    finite = jnp.all(jnp.isfinite(c))
+    scale = jnp.max(jnp.diagonal(c))
+    usable = finite & (scale > jnp.finfo(dtype).tiny)
+    # Weights are invariant to a common scale: solve on max diag = 1 for conditioning.
+    c = jnp.where(usable, c / jnp.where(usable, scale, 1), jnp.eye(m, dtype=dtype))
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(c), 0))
+    v, rank = _pinv_apply(c, norms)
+    total = jnp.sum(v)
+    eps = jnp.finfo(dtype).eps
+    ok = usable & jnp.all(jnp.isfinite(v)) & (jnp.abs(total) > 8 * m * eps * jnp.sum(jnp.abs(v)))
+    weights = jnp.where(ok, v / jnp.where(ok, total, 1), 0)
+    # gᵀu_i = (Cα)_i / √C_ii = 1/Σv on the scaled Gramian; back to the input scale.
+    projection = jnp.where(ok, jnp.sqrt(jnp.where(usable, scale, 0)) / jnp.where(ok, total, 1), 0)
+    return ImtlResult(
+        weights=weights.astype(out_dtype),
+        rank=jnp.where(usable, rank, 0),
+        projection=projection.astype(out_dtype),
+        degenerate=~ok,
+    )
+
+
+class ImtlState(NamedTuple):
+    """State of :func:`imtl_g`: last weights, numerical rank and the degenerate flag."""
+
+    weights: jax.Array
+    rank: jax.Array
+    degenerate: jax.Array
+
+
+def imtl_g() -> Weighting:
+    """IMTL-G as a weighting: ``update(gram, state, *, losses=None, preference=None)``
+    returns :func:`imtl_g_weights` (``losses`` and ``preference`` are ignored)."""
+
+    def init(num_tasks: int, dtype=jnp.float32) -> ImtlState:
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 2:
+            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        return ImtlState(
+            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
+            rank=jnp.zeros((), jnp.int32),
+            degenerate=jnp.asarray(False),
+        )
+
+    def update(gram, state, *, losses=None, preference=None):
+        del losses, preference
+        gram = check_gram(gram, "gram", min_tasks=2)
+        if state.weights.shape != (gram.shape[0],):
+            raise ValueError(
+                f"`gram` has m={gram.shape[0]} tasks but the state holds "
+                f"{state.weights.shape[0]} weights."
+            )
+        res = imtl_g_weights(gram)
+        weights = res.weights.astype(state.weights.dtype)
+        return weights, ImtlState(weights, res.rank, res.degenerate)
+
+    return Weighting(init, update)
