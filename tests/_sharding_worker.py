@@ -30,7 +30,6 @@ import jaxpareto as jp  # noqa: E402
 import jaxpareto.sharding as jps  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NOTES_SECTION = pathlib.Path("/work/notes/s2/readme_scaling.md")
 M = 3
 SIZES = (12, 32, 16)  # trunk; heads 16 -> 1 per task
 BATCH = 64
@@ -264,19 +263,14 @@ def gramian_combine_case(mesh):
 
 
 def readme_block():
-    """The '## Scaling out' python block: README.md if it has the section, else notes."""
+    """The '## Scaling out' python block of README.md."""
     readme = ROOT / "README.md"
-    for source in (readme, NOTES_SECTION):
-        if not source.exists():
-            continue
-        text = source.read_text()
-        start = text.find("## Scaling out")
-        if start < 0:
-            continue
-        block = re.search(r"```python\n(.*?)```", text[start:], re.S)
-        if block:
-            return str(source), block.group(1)
-    return None, None
+    text = readme.read_text()
+    start = text.find("## Scaling out")
+    if start < 0:
+        return None, None
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    return (str(readme), block.group(1)) if block else (None, None)
 
 
 def readme_case():

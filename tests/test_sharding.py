@@ -205,7 +205,7 @@ def test_shard_batch_rejects_an_indivisible_batch(results):
 
 def test_readme_scaling_out_block_runs_verbatim(results):
     r = results["readme"]
-    assert r["source"] is not None, "no '## Scaling out' python block in README.md or notes"
+    assert r["source"] is not None, "no '## Scaling out' python block in README.md"
     assert r["mesh"] == {"data": 4, "model": 2}
     # 20 adam steps of the block on 8 devices vs the same block on one device.
     tol = TOL[r["dtype"]]

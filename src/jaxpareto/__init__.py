@@ -9,7 +9,7 @@ data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 """
 
 from jaxpareto import continuation as ppe
-from jaxpareto import data, hypernetwork, metrics, models, problems, sharding, weighting
+from jaxpareto import checkpoint, data, hypernetwork, metrics, models, problems, sharding, weighting
 from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
 from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
 from jaxpareto.weighting import (
@@ -29,7 +29,7 @@ from jaxpareto.weighting import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
+    "checkpoint", "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
     "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
     "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
     "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",

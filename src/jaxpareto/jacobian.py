@@ -233,7 +233,9 @@ def mtl_value_and_grad(
     Returns:
       ``step(params, batch, state, *, preference=None) -> ((losses, grads), state)``.
       ``grads`` is shaped like ``params``; ``state`` is the weighting's new state,
-      whose ``weights`` field holds the weights used.
+      whose ``weights`` field holds the weights used. When a loss or a gradient is
+      not finite (e.g. a NaN in the batch) ``grads`` is all zeros: the parameters
+      are never updated with a NaN; check ``losses`` to count such steps.
     """
     if head_scaling not in ("paper", "reference"):
         raise ValueError(f"`head_scaling` must be 'paper' or 'reference', got {head_scaling!r}.")
@@ -266,6 +268,12 @@ def mtl_value_and_grad(
                 + enc,
                 head_grad, enc_grad, head_rows, mask,
             )
+        # A non-finite batch or loss must not reach the parameters: the gradient is
+        # then zero (the weighting state already carries its own degeneracy flag and
+        # the returned losses show the non-finite values).
+        finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.asarray(
+            [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
         return (losses, grads), state
 
     return step

@@ -24,6 +24,7 @@ import optax
 
 from jaxpareto import jacobian as _jac
 from jaxpareto import weighting as _w
+from jaxpareto._validate import check_float
 
 
 class AggregateState(NamedTuple):
@@ -129,7 +130,9 @@ def aggregate(
                 f"for m={state.weights.shape[0]}."
             )
         if value is not None:
-            value = jnp.asarray(value)
+            # Named here: the weightings would report it as `losses`, which is not
+            # what the caller of tx.update wrote.
+            value = check_float(value, "value")
             if value.shape != (m,):
                 raise ValueError(f"`value` (the losses) must have shape ({m},), got {value.shape}.")
         gram = _jac.gramian(updates)

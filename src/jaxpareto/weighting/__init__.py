@@ -1,9 +1,14 @@
 """Weightings: pure solvers from the Gramian (and losses, preference) to task weights.
 
 Each method has a pure solver (``min_norm_weights``, ``epo_weights``, ``pmtl_weights``,
-``linear_weights``, ``chebyshev_weights``) and an optax-like weighting factory
-(``mgda``, ``epo``, ``pmtl``, ``linear``, ``chebyshev``) returning
-``Weighting(init, update, num_tasks)``.
+``linear_weights``, ``chebyshev_weights``, ``upgrad_weights``, ``dualproj_weights``,
+``pcgrad_weights``, ``cagrad_weights``, ``nash_mtl_weights``, ``imtl_g_weights``,
+``aligned_mtl_weights``, ``smooth_chebyshev_weights``, ``hv_gradient_weights``) and an
+optax-like weighting factory (``mgda``, ``epo``, ``pmtl``, ``linear``, ``chebyshev``,
+``upgrad``, ``dualproj``, ``pcgrad``, ``cagrad``, ``nash_mtl``, ``imtl_g``,
+``aligned_mtl``, ``smooth_chebyshev``, ``hv_gradient``) returning
+``Weighting(init, update, num_tasks)``. ``solve_qp`` is the batched jittable QP behind
+UPGrad and DualProj.
 
 Layering: this package sees only arrays; it imports neither optax nor the Jacobian code.
 """
@@ -22,9 +27,11 @@ from jaxpareto.weighting.hv_gradient import (
 from jaxpareto.weighting.imtl import ImtlResult, ImtlState, imtl_g, imtl_g_weights
 from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, NUMERICAL_ERROR, OPTIMAL, LPResult, linprog_simplex
 from jaxpareto.weighting.min_norm import MgdaState, MinNormResult, kkt_residual, mgda, min_norm_weights
+from jaxpareto.weighting.dualproj import DualProjResult, DualProjState, dualproj, dualproj_weights
 from jaxpareto.weighting.nash_mtl import NashMtlResult, NashMtlState, nash_mtl, nash_mtl_weights
 from jaxpareto.weighting.pcgrad import PcgradResult, PcgradState, pcgrad, pcgrad_weights, random_orders
 from jaxpareto.weighting.pmtl import PmtlResult, PmtlState, pmtl, pmtl_weights
+from jaxpareto.weighting.qp import QPResult, project_dual_cone, qp_kkt_residual, solve_qp
 from jaxpareto.weighting.scalarization import (
     ScalarizationState,
     chebyshev,
@@ -34,6 +41,7 @@ from jaxpareto.weighting.scalarization import (
     smooth_chebyshev,
     smooth_chebyshev_weights,
 )
+from jaxpareto.weighting.upgrad import UPGradResult, UPGradState, upgrad, upgrad_weights
 
 __all__ = [
     "Weighting",
@@ -49,4 +57,7 @@ __all__ = [
     "ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights",
     "NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights",
     "PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights", "random_orders",
+    "DualProjResult", "DualProjState", "dualproj", "dualproj_weights",
+    "QPResult", "project_dual_cone", "qp_kkt_residual", "solve_qp",
+    "UPGradResult", "UPGradState", "upgrad", "upgrad_weights",
 ]

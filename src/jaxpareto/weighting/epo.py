@@ -51,10 +51,26 @@ Guards (never NaN, always flagged):
 
 Weights are on the simplex (``Σ β = 1``). The reference code trains on
 ``Σ_j m β_j l_j``, i.e. weights summing to ``m``; the optax transform offers that scaling.
+
+Differentiation (``differentiable=True``; default ``False``: the weights are constants to
+``jax.grad``, as in EPO search). The LP solution is a vertex fixed by its active
+constraints: ``β_i = 0`` off the support, the tight rows ``(Aβ)_k = b_k`` and ``1ᵀβ = 1``
+— a linear system whose data ``A = C/s`` (``s = max_j C_jj``), ``b`` (from ``C a``) and
+the adjustments ``a`` (from ``losses`` and ``preference``) are smooth in the inputs while
+the combinatorial choices (``J``, ``J*``, the mode, the rows zeroed as noise, the basis)
+stay fixed. Its derivative (:mod:`jaxpareto.weighting.implicit`, least squares over the
+active rows) is exact at a non-degenerate vertex; at a degenerate vertex (more tight rows
+than needed) or where the basis or ``J`` switches it is a generalised (minimum-norm,
+one-sided) choice; and a vertex whose weights do not move with the data (e.g. a pure
+vertex ``e_j``) has derivative 0. Fallback weights keep their own derivative: none for
+the min-norm fallback (constants), that of ``r / Σ r`` for the preference fallback. With
+the default, as before, ``non_uniformity`` and ``adjustments`` are differentiable and the
+weights are constants (the LP's data pass through ``stop_gradient``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -62,6 +78,7 @@ import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
 from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
 from jaxpareto.weighting.base import full_precision
 
@@ -146,6 +163,7 @@ def epo_weights(
     descent: str = "relaxed",
     fallback: str = "min_norm",
     max_iter: int | None = None,
+    differentiable: bool = False,
 ) -> EpoResult:
     """EPO search weights ``β*`` from the LP (24) of Mahapatra & Rajan (2020).
 
@@ -162,6 +180,9 @@ def epo_weights(
         the Gramian is zero / non-finite.
       max_iter: simplex pivot cap (static); default
         :func:`jaxpareto.weighting.lp.default_max_iter`.
+      differentiable: ``True`` attaches the implicit derivative of the LP vertex w.r.t.
+        ``gram``, ``losses`` and ``preference`` to ``weights`` (module docstring; reverse
+        mode only); ``False`` (default): the weights are constants.
 
     Returns:
       :class:`EpoResult`; floating fields follow the dtype of ``gram`` and ``losses``
@@ -181,6 +202,9 @@ def epo_weights(
     m = gram.shape[0]
     losses = check_vector(losses, m, "losses")
     preference = check_preference(preference, m)
+    if not isinstance(differentiable, bool):
+        raise TypeError(f"`differentiable` must be a bool, got {differentiable!r}.")
+    inputs = (gram, losses, preference)
     # The data (Gramian, losses) set the dtype; the preference is a parameter and is
     # cast to it, so a Python list or a float64 preference does not upcast a float32 run.
     out_dtype = jnp.result_type(gram, losses)
@@ -207,23 +231,16 @@ def epo_weights(
     noise = 16 * jnp.finfo(dtype).eps * (
         jnp.abs(cn) @ (jnp.abs(a) + r_adj * (1 + jnp.abs(log_ml) + mu))
     )
-    ca = jnp.where(jnp.abs(ca) <= noise, 0, ca)
+    zeroed = jnp.abs(ca) <= noise
+    ca = jnp.where(zeroed, 0, ca)
     balance = mu > eps
     in_j = ca > 0
-    j_nonempty = jnp.any(in_j)
     j_star = rl == jnp.max(rl)
-    # Balance rows: J* -> >= 0; J̄ − J* -> >= aᵀc_j·1[J≠∅]; J − J* dropped when J ≠ ∅.
-    b_bal = jnp.where(j_star | ~j_nonempty, 0, ca)
-    mask_bal = j_star | ~(j_nonempty & in_j)
-    objective_vec = jnp.where(balance, ca, jnp.sum(cn, axis=1))
-    b_ub = jnp.where(balance, b_bal, 0)
-    mask = jnp.where(balance, mask_bal, True)
-    a_ub = cn
-    if descent == "restricted":
-        a_ub = jnp.concatenate([a_ub, ca[None, :]], axis=0)
-        b_ub = jnp.concatenate([b_ub, jnp.minimum(jnp.max(ca), 0)[None]])
-        mask = jnp.concatenate([mask, (~balance)[None]])
-    lp = linprog_simplex(objective_vec, a_ub, b_ub, mask, max_iter=max_iter)
+    objective_vec, a_ub, b_ub, mask = _lp_data(cn, ca, balance, in_j, j_star, descent)
+    # The LP loop has no reverse-mode rule: its data are constants to jax.grad (the
+    # weights' derivative, if requested, is attached below); μ and a stay differentiable.
+    sg = jax.lax.stop_gradient
+    lp = linprog_simplex(sg(objective_vec), sg(a_ub), sg(b_ub), mask, max_iter=max_iter)
 
     use_fallback = (lp.status != OPTIMAL) | ~gram_ok
     if fallback == "min_norm":
@@ -242,6 +259,11 @@ def epo_weights(
     uniform = jnp.full((m,), 1.0 / m, dtype)
     weights = jnp.where(jnp.all(jnp.isfinite(weights)), weights, uniform)
 
+    if differentiable:
+        frozen = jax.tree_util.tree_map(
+            sg, _Frozen(zeroed, balance, in_j, j_star, scale, a_ub, b_ub, mask))
+        diff = _implicit_weights(weights, inputs, frozen, adjustment, descent)
+        weights = jnp.where(use_fallback, weights, diff)
     objective = jnp.where(gram_ok, scale * jnp.dot(objective_vec, weights), 0)
     sq_norm = weights @ cn @ weights
     stationary = ~gram_ok | (sq_norm <= 100 * m * jnp.finfo(dtype).eps)
@@ -260,6 +282,72 @@ def epo_weights(
     )
 
 
+def _lp_data(cn, ca, balance, in_j, j_star, descent):
+    """The LP (24) on the scaled Gramian: ``(objective, a_ub, b_ub, mask)``.
+
+    Balance rows: ``J*`` → ``≥ 0``; ``J̄ − J*`` → ``≥ aᵀc_j·1[J≠∅]``; ``J − J*`` dropped
+    when ``J ≠ ∅``. Descent mode: every row ``≥ 0`` (plus the restricted row).
+    """
+    j_nonempty = jnp.any(in_j)
+    b_bal = jnp.where(j_star | ~j_nonempty, 0, ca)
+    mask_bal = j_star | ~(j_nonempty & in_j)
+    objective_vec = jnp.where(balance, ca, jnp.sum(cn, axis=1))
+    b_ub = jnp.where(balance, b_bal, 0)
+    mask = jnp.where(balance, mask_bal, True)
+    a_ub = cn
+    if descent == "restricted":
+        a_ub = jnp.concatenate([a_ub, ca[None, :]], axis=0)
+        b_ub = jnp.concatenate([b_ub, jnp.minimum(jnp.max(ca), 0)[None]])
+        mask = jnp.concatenate([mask, (~balance)[None]])
+    return objective_vec, a_ub, b_ub, mask
+
+
+class _Frozen(NamedTuple):
+    """The forward pass's combinatorial choices, fixed for the implicit derivative."""
+
+    zeroed: jax.Array
+    balance: jax.Array
+    in_j: jax.Array
+    j_star: jax.Array
+    scale: jax.Array
+    a_ub: jax.Array
+    b_ub: jax.Array
+    mask: jax.Array
+
+
+def _vertex_rows(options, z, params, aux):
+    """Active equations of the LP vertex, recomputed from (gram, losses, preference)."""
+    adjustment, descent = options
+    gram, losses, preference = params
+    frozen, support, tight, row_scale = aux
+    dtype = z.dtype
+    gram, losses, preference = (x.astype(dtype) for x in (gram, losses, preference))
+    r, _, log_ml, mu, _, _ = _relative_losses(losses, preference)
+    r_adj = r if adjustment == "paper" else jnp.ones_like(r)
+    a = r_adj * (log_ml - mu)
+    cn = 0.5 * (gram + gram.T) / frozen.scale
+    ca = jnp.where(frozen.zeroed, 0, cn @ a)
+    _, a_ub, b_ub, _ = _lp_data(cn, ca, frozen.balance, frozen.in_j, frozen.j_star, descent)
+    rows = jnp.where(tight, (a_ub @ z - b_ub) / row_scale, 0)
+    return jnp.concatenate([jnp.where(support, 0, z), rows, (jnp.sum(z) - 1)[None]])
+
+
+def _implicit_weights(weights, inputs, frozen: _Frozen, adjustment, descent):
+    dtype = weights.dtype
+    eps = jnp.finfo(dtype).eps
+    tol = eps ** (2.0 / 3.0)
+    # Tight rows and support as the LP sees them (rows scaled to max-abs 1).
+    row_scale = jnp.maximum(jnp.max(jnp.abs(frozen.a_ub), axis=1), jnp.abs(frozen.b_ub))
+    row_scale = jnp.where(row_scale > 0, row_scale, 1)
+    slack = (frozen.a_ub @ weights - frozen.b_ub) / row_scale
+    tight = frozen.mask & (jnp.abs(slack) <= tol)
+    support = weights > tol
+    frozen = frozen._replace(scale=jnp.where(frozen.scale > 0, frozen.scale, 1))
+    params = tuple(x for x in inputs)
+    return attach(functools.partial(_vertex_rows, (adjustment, descent)), params,
+                  (frozen, support, tight, row_scale), weights)
+
+
 class EpoState(NamedTuple):
     """State of the EPO weighting: the last weights and diagnostics (for logging).
 
@@ -270,6 +358,10 @@ class EpoState(NamedTuple):
       descent: bool ``[]`` last mode was pure descent.
       fallback: bool ``[]`` last weights were the fallback weights.
       clipped_losses: bool ``[]`` last losses needed the ``r ⊙ l ≤ 0`` guard.
+      invalid_preference: bool ``[]`` the last (run-time) preference was non-finite or
+        ``≤ 0`` and was replaced (see :func:`epo_weights`).
+      stationary: bool ``[]`` the last direction was numerically zero (a
+        Pareto-stationary point).
     """
 
     weights: jax.Array
@@ -278,6 +370,8 @@ class EpoState(NamedTuple):
     descent: jax.Array
     fallback: jax.Array
     clipped_losses: jax.Array
+    invalid_preference: jax.Array
+    stationary: jax.Array
 
 
 def epo(
@@ -328,6 +422,8 @@ def epo(
             descent=jnp.asarray(False),
             fallback=jnp.asarray(False),
             clipped_losses=jnp.asarray(False),
+            invalid_preference=jnp.asarray(False),
+            stationary=jnp.asarray(False),
         )
 
     def update(gram, state, *, losses=None, preference=None):
@@ -350,6 +446,8 @@ def epo(
             descent=res.descent,
             fallback=res.fallback,
             clipped_losses=res.clipped_losses,
+            invalid_preference=res.invalid_preference,
+            stationary=res.stationary,
         )
         return weights, new_state
 

@@ -79,9 +79,23 @@ for the zero Gramian, False otherwise). A negative diagonal entry (not a Gramian
 flagged but solved. A solver result that is not finite also falls back to uniform
 weights.
 
-Differentiation: the weights are treated as constants (as MGDA does); ``gram`` and
-``losses`` pass through ``stop_gradient``, so ``jax.grad`` through a call gives zero
-cotangents rather than failing on the ``while_loop``.
+Differentiation: by default the weights are treated as constants (as MGDA does);
+``gram`` and ``losses`` pass through ``stop_gradient``, so ``jax.grad`` through a call
+gives zero cotangents rather than failing on the ``while_loop``. With
+``differentiable=True`` the weights carry the implicit derivative of the KKT conditions
+on the solution's support ``S`` (:mod:`jaxpareto.weighting.implicit`): with ``t = βᵀC'β``,
+
+    (C'β)_i − t = 0  (i ∈ S),     β_i = 0  (i ∉ S),     Σ_i β_i = 1,
+
+a linear system in ``(β, t)`` whose derivative w.r.t. ``C`` (and ``losses`` through the
+normalization ``C' = C / (gn gnᵀ)``) gives ``∂β``. It is exact where the support is
+locally constant (strict complementarity: ``(C'β)_i > t`` off ``S``); where ``C'_SS`` is
+singular (affinely dependent gradients: the minimiser is not unique) it is the
+minimum-norm generalised derivative, and at a weight just reaching zero it is the
+one-sided derivative of the current support. Only ``weights`` is differentiated (the
+other fields stay constants); degenerate inputs (zero or non-finite Gramian) give zero
+derivatives. For the reference methods (``"frank_wolfe"``, ``"projected_gradient"``) the
+same formula is applied at their (approximate) solution.
 """
 
 from __future__ import annotations
@@ -96,6 +110,7 @@ import jax.numpy as jnp
 from jaxpareto._validate import check_gram, check_vector, working_dtype
 from jaxpareto.weighting.base import Weighting
 from jaxpareto.weighting.base import full_precision
+from jaxpareto.weighting.implicit import attach
 
 __all__ = ["MinNormResult", "MgdaState", "kkt_residual", "min_norm_weights", "mgda"]
 
@@ -475,6 +490,7 @@ def min_norm_weights(
     losses: jax.Array | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
+    differentiable: bool = False,
 ) -> MinNormResult:
     """Min-norm (MGDA) weights ``argmin_{β∈Δ_m} βᵀC'β`` (Sener & Koltun 2018, eq. 3).
 
@@ -493,6 +509,9 @@ def min_norm_weights(
       tol: ``"auto"``: an index enters the support when ``(C'β)_i < βᵀC'β − tol · s``,
         default ``8 m ε`` (ε the working dtype's machine epsilon); reference methods:
         the L1-change stop, default 1e-5.
+      differentiable: ``False`` (default): the weights are constants to ``jax.grad``;
+        ``True``: they carry the implicit derivative of the KKT system w.r.t. ``gram``
+        and ``losses`` (module docstring; reverse mode only).
 
     Returns:
       :class:`MinNormResult`; floating fields have the dtype of the inputs (half
@@ -519,13 +538,53 @@ def min_norm_weights(
     if max_iter is None:
         max_iter = 20 * m + 50 if method == "auto" else _REF_MAX_ITER
 
-    # The weights are constants to any outer differentiation (MGDA treats them so, and
-    # a while_loop has no reverse-mode rule): jax.grad through this call gives zero
-    # cotangents for gram and losses instead of an error.
-    gram = jax.lax.stop_gradient(gram)
+    if not isinstance(differentiable, bool):
+        raise TypeError(f"`differentiable` must be a bool, got {differentiable!r}.")
+
+    # The solve itself is not differentiated (a while_loop has no reverse-mode rule):
+    # by default the weights are constants (MGDA treats them so) and jax.grad gives zero
+    # cotangents; with differentiable=True the implicit derivative is attached.
+    res = _solve(jax.lax.stop_gradient(gram),
+                 None if losses is None else jax.lax.stop_gradient(losses),
+                 method, normalization, max_iter, tol)
+    if differentiable:
+        res = res._replace(weights=_implicit_weights(res, gram, losses, normalization))
+    return res
+
+
+def _normalized_gram(gram, losses, normalization, dtype):
+    c = gram.astype(dtype)
+    c = 0.5 * (c + c.T)
     if losses is not None:
-        losses = jax.lax.stop_gradient(losses)
-    return _solve(gram, losses, method, normalization, max_iter, tol)
+        losses = losses.astype(dtype)
+    gn, _ = _normalizers(c, losses, normalization)
+    return c / (gn[:, None] * gn[None, :])
+
+
+def _kkt_rows(normalization, z, params, aux):
+    """KKT residual on a fixed support (module docstring), for the implicit derivative."""
+    gram, losses = params
+    support, scale = aux
+    m = gram.shape[0]
+    c = _normalized_gram(gram, losses, normalization, z.dtype)
+    beta, t = z[:m], z[m]
+    rows = jnp.where(support, (c @ beta) / scale - t, beta)
+    return jnp.concatenate([rows, (jnp.sum(beta) - 1)[None]])
+
+
+def _implicit_weights(res: MinNormResult, gram, losses, normalization) -> jax.Array:
+    w = res.weights
+    dtype = working_dtype(w)
+    sg = jax.lax.stop_gradient
+    c = _normalized_gram(sg(gram), None if losses is None else sg(losses), normalization, dtype)
+    scale = jnp.max(jnp.diagonal(c))
+    usable = jnp.all(jnp.isfinite(c)) & (scale > jnp.finfo(dtype).tiny)
+    scale = jnp.where(usable, scale, 1)
+    beta = w.astype(dtype)
+    t = beta @ jnp.where(usable, c, 0) @ beta / scale
+    z = attach(functools.partial(_kkt_rows, normalization), (gram, losses),
+               (beta > 0, scale), jnp.concatenate([beta, t[None]]))
+    return jnp.where(usable, z[: w.shape[0]].astype(w.dtype), sg(w))
 
 
 @functools.partial(jax.jit, static_argnames=("method", "normalization", "max_iter", "tol"))

@@ -56,7 +56,9 @@ class PmtlResult(NamedTuple):
       active: ``[K]`` bool, the active constraints ``I`` (init) or ``I_ε`` (main).
       feasible: bool, whether ``G_j ≤ 0`` for all ``j`` (the point lies in sub-region k).
       objective: the min-norm value ``‖Σ multipliers · vectors‖²`` of the solved QP.
-      degenerate: bool, the weights were all ~zero and replaced by uniform weights.
+      degenerate: bool, the weights were all ~zero or non-finite and replaced by uniform
+        weights, or the min-norm solve hit a guard (zero or non-finite Gramian, see
+        :attr:`jaxpareto.MinNormResult.degenerate`).
     """
 
     weights: jax.Array
@@ -160,8 +162,11 @@ def pmtl_weights(
     alpha = rows.T @ sol.weights                        # eq. 18
     norm1 = jnp.sum(jnp.abs(alpha))
     tiny = jnp.finfo(dtype).tiny
-    degenerate = ~(norm1 > tiny) | ~jnp.all(jnp.isfinite(alpha))
-    alpha = jnp.where(degenerate, jnp.full((m,), 1.0 / m, dtype), alpha / jnp.where(degenerate, 1, norm1))
+    replaced = ~(norm1 > tiny) | ~jnp.all(jnp.isfinite(alpha))
+    # A zero or non-finite Gramian makes every multiplier optimal: the weights are
+    # finite but arbitrary (the direction is zero), so it is flagged too.
+    degenerate = replaced | sol.degenerate
+    alpha = jnp.where(replaced, jnp.full((m,), 1.0 / m, dtype), alpha / jnp.where(replaced, 1, norm1))
     # In the initialisation with nothing active the point is already feasible: the
     # caller switches to the main phase; the weights are the main-phase ones then.
     return PmtlResult(alpha, active, feasible, sol.objective, degenerate)
@@ -177,6 +182,8 @@ class PmtlState(NamedTuple):
       step: int32 number of updates so far.
       active: ``[K]`` bool, the last active constraint set.
       feasible: bool, whether the last point lay in sub-region k.
+      degenerate: bool, :attr:`PmtlResult.degenerate` of the last update (uniform
+        fallback weights, or a zero / non-finite Gramian).
     """
 
     weights: jax.Array
@@ -184,6 +191,7 @@ class PmtlState(NamedTuple):
     step: jax.Array
     active: jax.Array
     feasible: jax.Array
+    degenerate: jax.Array
 
 
 def pmtl(
@@ -224,6 +232,7 @@ def pmtl(
             step=jnp.zeros((), jnp.int32),
             active=jnp.zeros((num_pref,), bool),
             feasible=jnp.asarray(False),
+            degenerate=jnp.asarray(False),
         )
 
     def update(gram, state, *, losses=None, preference=None):
@@ -240,6 +249,8 @@ def pmtl(
         ).astype(jnp.int32)
         res = pmtl_weights(gram, losses, preferences, index, phase=phase, eps=eps, method=method)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, PmtlState(weights, phase, state.step + 1, res.active, res.feasible)
+        return weights, PmtlState(
+            weights, phase, state.step + 1, res.active, res.feasible, res.degenerate
+        )
 
     return Weighting(init, update, preferences.shape[1])

@@ -1,0 +1,117 @@
+"""DualProj weights: the preference-weighted mean gradient projected onto the dual cone.
+
+Quinton & Rey (2024), "Jacobian descent for multi-objective optimization"
+(arXiv:2406.16232), DualProj aggregator with Prop. 1. With the Gramian ``G = J Jᵀ``
+(``[m, m]``) and a preference ``p`` (default ``1/m``: the mean gradient ``Jᵀp``), the
+projection of ``Jᵀp`` onto the dual cone ``{d : J d ≥ 0}`` is ``Jᵀw`` with
+
+    w = argmin_{v ≥ p}  ½ vᵀ G v.                                    (Prop. 1, eq. 5)
+
+One QP (:func:`jaxpareto.weighting.qp.solve_qp`).
+
+Properties (checked in ``tests/test_upgrad_dualproj.py``): non-conflicting
+(``G w ≥ 0``), permutation invariant, invariant to a positive scaling of ``G``, linear
+in ``p`` (positively homogeneous), ``w ≥ p``; ``w = p`` when no two gradients conflict.
+
+Regularisation, singular Gramians, degenerate input and derivatives: as for
+:mod:`jaxpareto.weighting.upgrad` (exact projection by default; ``reg_eps > 0`` gives
+TorchJD's ``G / tr G + reg_eps I``; zero or non-finite Gramian → ``w = p``, flagged).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.qp import solve_qp
+from jaxpareto.weighting.upgrad import (
+    UPGradState,
+    _check_reg,
+    make_weighting,
+    prepare,
+    validate,
+)
+
+__all__ = ["DualProjResult", "DualProjState", "dualproj", "dualproj_weights"]
+
+#: The state of :func:`dualproj` (same fields as UPGrad's).
+DualProjState = UPGradState
+
+
+class DualProjResult(NamedTuple):
+    """Result of :func:`dualproj_weights`.
+
+    Attributes:
+      weights: ``[m]`` ``w`` (update ``Jᵀw``).
+      iterations: int32 ``[]`` interior-point iterations.
+      converged: bool ``[]`` the QP reached the KKT tolerance.
+      kkt_residual: ``[]`` scale-free KKT residual.
+      degenerate: bool ``[]`` zero or non-finite Gramian (weights ``= p``) or invalid
+        traced preference.
+    """
+
+    weights: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+    kkt_residual: jax.Array
+    degenerate: jax.Array
+
+
+@full_precision
+def dualproj_weights(
+    gram: jax.Array,
+    preference: jax.Array | None = None,
+    *,
+    reg_eps: float = 0.0,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> DualProjResult:
+    """DualProj weights ``w = argmin_{v ≥ p} ½ vᵀGv`` (Quinton & Rey 2024).
+
+    Args:
+      gram: ``[m, m]`` Gramian (symmetrised internally), ``m ≥ 1``.
+      preference: ``[m]`` positive ``p`` (default ``1/m``).
+      reg_eps: ``0`` (exact, default) or TorchJD's ``G / tr G + reg_eps I``.
+      max_iter, tol: passed to :func:`jaxpareto.weighting.qp.solve_qp`.
+
+    Returns:
+      :class:`DualProjResult`, floating fields in the Gramian's dtype.
+    """
+    reg_eps = _check_reg(reg_eps)
+    gram, preference = validate(gram, preference)
+    return _dualproj(gram, preference, reg_eps, max_iter, tol)
+
+
+# Jitted so that eager calls reuse one compiled program per shape and configuration.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
+    c, p, out_dtype, finite, usable, bad_pref = prepare(gram, preference, reg_eps)
+    res = solve_qp(c, None, lower=p, max_iter=max_iter, tol=tol)
+    w = jnp.where(usable, res.x, p)
+    return DualProjResult(
+        weights=w.astype(out_dtype),
+        iterations=res.iterations,
+        converged=res.converged & finite,
+        kkt_residual=jnp.where(usable, res.kkt_residual, 0).astype(out_dtype),
+        degenerate=~usable | bad_pref | res.degenerate,
+    )
+
+
+def dualproj(
+    preference: jax.Array | None = None,
+    *,
+    reg_eps: float = 0.0,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> Weighting:
+    """DualProj as a weighting (see :func:`dualproj_weights`).
+
+    ``init(num_tasks, dtype=jnp.float32) -> DualProjState``;
+    ``update(gram, state, *, losses=None, preference=None) -> (weights, state)``.
+    """
+    reg_eps = _check_reg(reg_eps)
+    return make_weighting(dualproj_weights, preference, reg_eps, max_iter, tol)
