@@ -233,9 +233,10 @@ def mtl_value_and_grad(
     Returns:
       ``step(params, batch, state, *, preference=None) -> ((losses, grads), state)``.
       ``grads`` is shaped like ``params``; ``state`` is the weighting's new state,
-      whose ``weights`` field holds the weights used. When a loss or a gradient is
-      not finite (e.g. a NaN in the batch) ``grads`` is all zeros: the parameters
-      are never updated with a NaN; check ``losses`` to count such steps.
+      whose ``weights`` field holds the weights used. When a loss or the
+      representation Jacobian is not finite (e.g. a NaN in the batch) ``grads`` is
+      all zeros, so such a batch never writes a NaN into the parameters; check
+      ``losses`` to count these steps.
     """
     if head_scaling not in ("paper", "reference"):
         raise ValueError(f"`head_scaling` must be 'paper' or 'reference', got {head_scaling!r}.")
@@ -270,9 +271,10 @@ def mtl_value_and_grad(
             )
         # A non-finite batch or loss must not reach the parameters: the gradient is
         # then zero (the weighting state already carries its own degeneracy flag and
-        # the returned losses show the non-finite values).
-        finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.asarray(
-            [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        # the returned losses show the non-finite values). The test reads only
+        # replicated values (losses, the m×m Gramian), so it adds no collective when
+        # the parameters are sharded.
+        finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.isfinite(gram))
         grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
         return (losses, grads), state
 
