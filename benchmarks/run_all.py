@@ -3,8 +3,8 @@
 Each known script in ``benchmarks/`` that is present runs in its own Python process
 (``python -m benchmarks.NAME``, so one script's memory, threads and jit caches do not
 leak into the next) with its default arguments; it writes its own
-``benchmarks/results/NAME.json``. Scripts of other authors get ``--quick`` / ``--out`` /
-``--threads`` only if their source declares those options. The wall time and exit
+``benchmarks/results/NAME.json``. A script is given ``--quick`` / ``--out`` /
+``--threads`` only if its source declares those options. The wall time and exit
 status of each go to ``run_all.json``; then :mod:`benchmarks.report` regenerates the
 results table in ``benchmarks/README.md``.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import os
 import subprocess
 import sys
 import time
@@ -46,6 +47,19 @@ def command(name: str, quick: bool, out: str | None, threads: int | None) -> lis
     return cmd
 
 
+
+# XLA's CPU concurrency-optimized scheduler deadlocks on some vmapped solver programs
+# (jaxlib 0.10.2; see tests/conftest.py and README "Failure behaviour").
+_NO_DEADLOCK = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    if _NO_DEADLOCK not in env.get("XLA_FLAGS", ""):
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _NO_DEADLOCK).strip()
+    return env
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="run every benchmark, then the README table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
@@ -65,7 +79,7 @@ def main(argv=None):
         print(f"== {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         try:
-            rc = subprocess.run(cmd, cwd=HERE.parent, timeout=args.timeout).returncode
+            rc = subprocess.run(cmd, cwd=HERE.parent, timeout=args.timeout, env=_env()).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
         runs.append({"script": name, "command": cmd[1:], "returncode": rc,

@@ -6,7 +6,16 @@ behaviour in float32 by creating float32 arrays explicitly.
 
 import os
 
-import jax
+# XLA's CPU "concurrency-optimized" thunk scheduler deadlocks (jax/jaxlib 0.10.2, 2 cores:
+# every thread idle, the result never ready) on some vmapped solver programs, e.g.
+# `jax.vmap(jp.min_norm_weights)` over 32 Gramians of size 32×32, whose while-loop runs
+# batched LAPACK calls; 8 or 16 Gramians, or this scheduler off, run in ~1.5 s. README
+# "Failure behaviour" documents the flag for users; the suite sets it before jax starts.
+_NO_DEADLOCK = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if _NO_DEADLOCK not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _NO_DEADLOCK).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
