@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches, factory_preference
 
 __all__ = ["AlignedMtlResult", "AlignedMtlState", "aligned_mtl", "aligned_mtl_weights"]
 
@@ -158,14 +158,8 @@ def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min")
     ``preference`` overrides the factory's; ``losses`` is ignored.
     """
     scale_mode = _check_scale_mode(scale_mode)
-    num_tasks = None
-    if preference is not None:
-        preference = jnp.asarray(preference)
-        if preference.ndim != 1:
-            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
-        preference = check_preference(preference, preference.shape[0])
-        num_tasks = preference.shape[0]
-    default = preference
+    default = factory_preference(preference)
+    num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> AlignedMtlState:
         if isinstance(num_tasks_, bool) or not isinstance(num_tasks_, int) or num_tasks_ < 2:
@@ -181,11 +175,7 @@ def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min")
     def update(gram, state, *, losses=None, preference=None):
         del losses
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         r = default if preference is None else preference
         res = aligned_mtl_weights(gram, r, scale_mode=scale_mode)
         weights = res.weights.astype(state.weights.dtype)

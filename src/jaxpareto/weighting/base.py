@@ -12,6 +12,9 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
+
+from jaxpareto._validate import check_preference
 
 
 class InitFn(Protocol):
@@ -59,3 +62,23 @@ def full_precision(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
 
     return wrapped
+
+
+def check_state_matches(gram: jax.Array, state: NamedTuple) -> None:
+    """Trace-time check that a weighting's state was built for ``m = gram.shape[0]``."""
+    if state.weights.shape != (gram.shape[0],):
+        raise ValueError(
+            f"`gram` has m={gram.shape[0]} tasks but the state holds "
+            f"{state.weights.shape[0]} weights."
+        )
+
+
+def factory_preference(preference):
+    """A factory's optional default ``preference``: ``None``, or a checked vector ``[m]``
+    (positive, finite; :func:`jaxpareto._validate.check_preference`)."""
+    if preference is None:
+        return None
+    preference = jnp.asarray(preference)
+    if preference.ndim != 1:
+        raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
+    return check_preference(preference, preference.shape[0])

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
 from jaxpareto.weighting.min_norm import min_norm_weights
 
 __all__ = ["CagradResult", "CagradState", "cagrad", "cagrad_weights"]
@@ -204,11 +204,7 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         res = cagrad_weights(gram, c, rescale=rescale, norm_eps=norm_eps)
         weights = res.weights.astype(state.weights.dtype)
         return weights, CagradState(

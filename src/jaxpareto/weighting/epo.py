@@ -77,7 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import Weighting, factory_preference
 from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
 from jaxpareto.weighting.base import full_precision
@@ -397,16 +397,10 @@ def epo(
       returned weights have the dtype of ``state.weights``.
     """
     _check_options(eps, adjustment, descent, fallback)
-    num_tasks = None
-    if preference is not None:
-        preference = jnp.asarray(preference)
-        if preference.ndim != 1:
-            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
-        preference = check_preference(preference, preference.shape[0])
-        if preference.shape[0] < 2:
-            raise ValueError(f"`preference` must have m >= 2 entries, got {preference.shape}.")
-        num_tasks = preference.shape[0]
-    default = preference
+    default = factory_preference(preference)
+    if default is not None and default.shape[0] < 2:
+        raise ValueError(f"`preference` must have m >= 2 entries, got {default.shape}.")
+    num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> EpoState:
         if isinstance(num_tasks_, bool) or not isinstance(num_tasks_, int) or num_tasks_ < 2:

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
 
 __all__ = ["ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights"]
 
@@ -138,11 +138,7 @@ def imtl_g() -> Weighting:
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         res = imtl_g_weights(gram)
         weights = res.weights.astype(state.weights.dtype)
         return weights, ImtlState(weights, res.rank, res.degenerate)

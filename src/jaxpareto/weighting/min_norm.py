@@ -108,7 +108,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import Weighting, check_state_matches
 from jaxpareto.weighting.base import full_precision
 from jaxpareto.weighting.implicit import attach
 
@@ -719,11 +719,7 @@ def mgda(
     def update(gram, state, *, losses=None, preference=None):
         del preference
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         res = min_norm_weights(
             gram, method=method, normalization=normalization, losses=losses,
             max_iter=max_iter, tol=tol,

@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
 
 __all__ = ["NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights"]
 
@@ -254,11 +254,7 @@ def nash_mtl(*, max_iter: int = 20, max_norm: float | None = None, warm_start: b
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         res = nash_mtl_weights(
             gram, max_iter=max_iter, max_norm=max_norm,
             init=state.weights.astype(jnp.result_type(gram)) if warm_start else None,

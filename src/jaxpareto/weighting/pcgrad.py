@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_gram, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
 
 __all__ = ["PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights"]
 
@@ -225,11 +225,7 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=2)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights."
-            )
+        check_state_matches(gram, state)
         key, sub = jax.random.split(state.key)
         res = pcgrad_weights(gram, sub, reduction=reduction)
         weights = res.weights.astype(state.weights.dtype)

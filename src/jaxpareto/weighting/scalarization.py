@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import Weighting, factory_preference
 
 
 class ScalarizationState(NamedTuple):
@@ -125,11 +125,7 @@ def linear(preference: jax.Array | None = None) -> Weighting:
 
     ``update`` accepts a run-time ``preference`` that overrides the one given here.
     """
-    if preference is not None:
-        preference = jnp.asarray(preference)
-        if preference.ndim != 1:
-            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
-        preference = check_preference(preference, preference.shape[0])
+    preference = factory_preference(preference)
 
     def update(gram, state, *, losses=None, preference=None):
         del losses
@@ -153,11 +149,7 @@ def chebyshev(
 
     ``update`` needs ``losses``; a run-time ``preference`` overrides the one given here.
     """
-    if preference is not None:
-        preference = jnp.asarray(preference)
-        if preference.ndim != 1:
-            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
-        preference = check_preference(preference, preference.shape[0])
+    preference = factory_preference(preference)
     if smoothing is not None and not smoothing > 0:
         raise ValueError(f"`smoothing` must be positive or None, got {smoothing!r}.")
 

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches, factory_preference
 from jaxpareto.weighting.qp import solve_qp
 
 __all__ = ["UPGradResult", "UPGradState", "upgrad", "upgrad_weights"]
@@ -181,14 +181,8 @@ class UPGradState(NamedTuple):
 
 def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
     """``Weighting(init, update, num_tasks)`` around ``solver(gram, p, ...)``."""
-    num_tasks = None
-    if preference is not None:
-        preference = jnp.asarray(preference)
-        if preference.ndim != 1:
-            raise ValueError(f"`preference` must be a vector [m], got shape {preference.shape}.")
-        preference = check_preference(preference, preference.shape[0])
-        num_tasks = preference.shape[0]
-    default = preference
+    default = factory_preference(preference)
+    num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> UPGradState:
         if (isinstance(num_tasks_, bool) or not isinstance(num_tasks_, numbers.Integral)
@@ -209,10 +203,7 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
     def update(gram, state, *, losses=None, preference=None):
         del losses
         gram = check_gram(gram, "gram", min_tasks=1)
-        if state.weights.shape != (gram.shape[0],):
-            raise ValueError(
-                f"`gram` has m={gram.shape[0]} tasks but the state holds "
-                f"{state.weights.shape[0]} weights.")
+        check_state_matches(gram, state)
         pref = default if preference is None else preference
         res = solver(gram, pref, reg_eps=reg_eps, max_iter=max_iter, tol=tol)
         dtype = state.weights.dtype
