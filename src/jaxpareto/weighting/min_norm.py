@@ -154,23 +154,47 @@ class MinNormResult(NamedTuple):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _task_scales(gram: jax.Array, weights: jax.Array):
+    """Per-task norms ``n_i = √C_ii`` and the weighted norm ``n̄ = Σ_i |β_i| n_i``.
+
+    ``n̄ ≥ ‖Σ β_i g_i‖`` (triangle inequality). Rounding in ``(Cβ)_i`` is of order
+    ``ε n_i n̄`` and in ``βᵀCβ`` of order ``ε n̄²``, so ``n̄ (n_i + n̄)`` is the scale at
+    which task ``i``'s optimality condition can be resolved from the Gramian.
+    """
+    n = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
+    return n, jnp.abs(weights) @ n
+
+
 def kkt_residual(gram: jax.Array, weights: jax.Array) -> jax.Array:
     """Scale-free KKT residual of ``min_{β∈Δ} βᵀCβ`` at ``β`` (see module docstring).
+
+    Each task's condition is measured on its own scale: with ``g = Cβ``, ``v = βᵀg``,
+    ``n_i = √C_ii`` and ``n̄ = Σ_i |β_i| n_i``, the denominator of task ``i`` is
+    ``n̄ (n_i + n̄)`` (floored at the dtype's ``tiny``; a zero gradient, ``n_i = 0``,
+    is measured against ``n̄²``).
 
     Args:
       gram: ``[m, m]`` symmetric positive semi-definite.
       weights: ``[m]``.
 
     Returns:
-      ``[]`` ``max(dual / s, complementarity / s, primal)`` with ``s = max_i C_ii``.
+      ``[]`` ``max(dual, complementarity, primal)``, dimensionless and unchanged when
+      any one task's gradient is rescaled together with its weight's share.
     """
     g = gram @ weights
     v = weights @ g
-    s = jnp.maximum(jnp.max(jnp.diagonal(gram)), jnp.finfo(gram.dtype).tiny)
-    dual = jnp.max(jnp.maximum(v - g, 0))
-    comp = jnp.max(jnp.abs(weights) * jnp.abs(g - v))
+    n, nbar = _task_scales(gram, weights)
+    den = jnp.maximum(nbar * (n + nbar), jnp.finfo(gram.dtype).tiny)
+    dual = jnp.max(jnp.maximum(v - g, 0) / den)
+    comp = jnp.max(jnp.abs(weights) * jnp.abs(g - v) / den)
     primal = jnp.abs(jnp.sum(weights) - 1) + jnp.sum(jnp.maximum(-weights, 0))
-    return jnp.maximum(jnp.maximum(dual, comp) / s, primal)
+    return jnp.maximum(jnp.maximum(dual, comp), primal)
+
+
+def kkt_tolerance(dtype, tol: float | None = None) -> float:
+    """The KKT residual below which ``"auto"`` reports ``converged``: ``max(√ε, tol)``."""
+    eps = float(jnp.finfo(dtype).eps)
+    return max(eps**0.5, 0.0 if tol is None else float(tol))
 
 
 def _uniform(m: int, dtype) -> jax.Array:
@@ -259,7 +283,8 @@ class _ActiveSetCarry(NamedTuple):
 def _active_set(gram: jax.Array, max_iter: int, tol: float):
     """Wolfe's minimum-norm-point iteration on a Gramian scaled to ``max diag = 1``.
 
-    Returns ``(weights, iterations, optimal, stalled)``. In exact arithmetic the
+    Returns ``(weights, iterations, optimal, stalled)``. An index enters the support when
+    its scale-free violation ``(v − g_i) / (n̄ (n_i + n̄))`` exceeds ``tol``. In exact arithmetic the
     objective strictly decreases from one accepted affine minimiser (major cycle) to the
     next, so two major cycles on the same support mean that rounding is cycling (an
     index whose violation is at noise level is added, then dropped with a zero step):
@@ -270,6 +295,8 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float):
     # Entries of y in (−z_neg, 0) are rounding noise of a zero weight, not a reason for a
     # minor cycle (which would then take a zero-length step).
     z_neg = 64 * m * jnp.finfo(dtype).eps
+    tiny = jnp.finfo(dtype).tiny
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
     idx = jnp.arange(m)
     k0 = jnp.argmin(jnp.diagonal(gram))  # start at the shortest gradient
     x0 = jax.nn.one_hot(k0, m, dtype=dtype)
@@ -282,7 +309,11 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float):
 
     def body(c):
         y = _affine_min(gram, c.support)
-        in_simplex = jnp.all(jnp.where(c.support, y, 0) >= -z_neg)
+        # A negative weight is noise when both the weight and its share of the
+        # direction, y_i n_i / Σ|y_j| n_j, are at rounding level.
+        ybar = jnp.maximum(jnp.abs(y) @ norms, tiny)
+        rel = y * jnp.maximum(1, norms / ybar)
+        in_simplex = jnp.all(jnp.where(c.support, rel, 0) >= -z_neg)
 
         # Major cycle: accept y, drop its zero weights, add the most violated index.
         y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
@@ -290,8 +321,12 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float):
         sup_y = c.support & (y_pos > 0)
         g = gram @ y_pos
         v = y_pos @ g
-        j = jnp.argmin(g)
-        violated = g[j] < v - tol
+        # Scale-free activity rule: task i's violation on its own scale (see
+        # _task_scales), so that tiny gradients are not lost against the largest one.
+        nbar = y_pos @ norms
+        score = (v - g) / jnp.maximum(nbar * (norms + nbar), tiny)
+        j = jnp.argmax(score)
+        violated = score[j] > tol
         repeat = jnp.all(sup_y == c.last_major)
         # A violated index already in the support also means the solve lost accuracy.
         stuck = violated & (repeat | sup_y[j])
@@ -525,7 +560,7 @@ def min_norm_weights(
     """
     method = _check_method(method)
     normalization = _check_normalization(normalization)
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     m = gram.shape[0]
     if normalization in ("loss", "loss+"):
         if losses is None:
@@ -623,18 +658,20 @@ def _solve_impl(gram, losses, method, normalization, max_iter, tol) -> MinNormRe
     # division by zero is traced into the loop.
     safe = jnp.where(usable, c, jnp.eye(m, dtype=dtype))
 
-    if method == "auto":
+    if m == 1:
+        # One task: β = 1 is the only point of Δ_1; the update is the gradient.
+        w, it, conv = jnp.ones((1,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(True)
+    elif method == "auto":
         # Scale to max diag 1: weights are scale invariant, tolerances become relative,
         # and float32 Gramians of large gradients do not overflow in the solve.
         scaled = safe / jnp.where(usable, scale, 1)
         if m == 2:
-            w = _two_task_exact(scaled)
-            it, conv = jnp.zeros((), jnp.int32), jnp.asarray(True)
+            w, it = _two_task_exact(scaled), jnp.zeros((), jnp.int32)
         else:
-            w, it, optimal, stalled = _active_set(scaled, max_iter, tol)
-            # A rounding-level stall counts as converged when the point is accurate.
-            accurate = kkt_residual(scaled, w) <= jnp.sqrt(jnp.finfo(dtype).eps)
-            conv = optimal | (stalled & accurate)
+            w, it, _, _ = _active_set(scaled, max_iter, tol)
+        # Honest status: converged exactly when the scale-free KKT residual is small,
+        # whatever made the loop stop (optimality test, rounding-level cycle, cap).
+        conv = kkt_residual(scaled, w) <= kkt_tolerance(dtype, tol)
     else:
         # Unscaled, as the reference: its 1e-7 step floor and default step t = 1 are not
         # scale invariant.
@@ -705,9 +742,9 @@ def mgda(
         if (
             isinstance(num_tasks, bool)
             or not isinstance(num_tasks, numbers.Integral)
-            or num_tasks < 2
+            or num_tasks < 1
         ):
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+            raise ValueError(f"`num_tasks` must be an int >= 1, got {num_tasks!r}.")
         return MgdaState(
             weights=_uniform(int(num_tasks), dtype),
             objective=jnp.zeros((), dtype),
@@ -718,7 +755,7 @@ def mgda(
 
     def update(gram, state, *, losses=None, preference=None):
         del preference
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = min_norm_weights(
             gram, method=method, normalization=normalization, losses=losses,
