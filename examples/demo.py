@@ -1,6 +1,6 @@
 """``make demo``: preference-based multi-task learning on real data, end to end.
 
-Reproduces the experiments of EPO search (Mahapatra & Rajan, ICML 2020, "seed 003"),
+Reproduces the experiments of EPO search (Mahapatra & Rajan, ICML 2020),
 §5.2, with ``import jaxpareto as jp``:
 
 1. **Multi-MNIST, Multi-Fashion, Multi-(Fashion+MNIST)** (``jp.data``): two 10-way
@@ -23,10 +23,10 @@ Reproduces the experiments of EPO search (Mahapatra & Rajan, ICML 2020, "seed 00
    (``jp.data.random_preferences``), EPO / PMTL (``u ∝ 1/r`` for the 20 preferences) /
    linear scalarization, and 8 single-task networks as the baseline. Reported: the mean
    and standard deviation over preferences of the relative loss profile ``r ⊙ l`` per
-   task (seed 003, Fig. 8; lower and flatter is better), the mean ray cosine and the mean
+   task (Mahapatra & Rajan 2020, Fig. 8; lower and flatter is better), the mean ray cosine and the mean
    non-uniformity per method.
 
-3. **PPE navigation** (``jp.ppe``, seed 000) from the EPO model of stage 1 at the
+3. **PPE navigation** (``jp.ppe``; Amakor, Sonntag & Peitz 2026) from the EPO model of stage 1 at the
    middle ray ``r ∝ (½, ½)`` (Multi-MNIST): the model is corrected onto the Pareto set of
    the training loss on ``ppe_examples`` pairs, then ``ppe_steps`` predictor-corrector
    steps go toward each task. Reported: every navigated point's test losses and
@@ -56,7 +56,7 @@ compile per method serves all data sets (same shapes; the data are jit arguments
 
 Outputs (``results/`` by default): ``demo.json`` (configuration, environment, every
 number printed), ``demo_fronts.png`` (per data set: test accuracies and the loss-space
-fronts with the ``r⁻¹`` rays, like seed 003 Fig. 7), ``demo_river.png`` (mean
+fronts with the ``r⁻¹`` rays, like Mahapatra & Rajan 2020, Fig. 7), ``demo_river.png`` (mean
 ``r ⊙ l`` profiles, like Fig. 8), ``demo_ppe.png`` (the navigated front over the EPO
 models) and ``demo_hypernetwork.png`` (the hypernetwork's front).
 
@@ -707,7 +707,7 @@ def _legend_handles(methods):
 
 
 def plot_fronts(section: dict, path: Path) -> Path:
-    """Seed 003 Fig. 7: accuracies (top) and test losses with the ``r⁻¹`` rays (bottom)."""
+    """Mahapatra & Rajan (2020), Fig. 7: accuracies (top) and test losses with the ``r⁻¹`` rays (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -767,7 +767,7 @@ def plot_fronts(section: dict, path: Path) -> Path:
 
 
 def plot_river(section: dict, path: Path) -> Path:
-    """Seed 003 Fig. 8: mean (± std) relative loss profile ``r ⊙ l`` per method."""
+    """Mahapatra & Rajan (2020), Fig. 8: mean (± std) relative loss profile ``r ⊙ l`` per method."""
     import matplotlib
 
     matplotlib.use("Agg")

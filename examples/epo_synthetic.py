@@ -1,4 +1,5 @@
-"""EPO search on the synthetic two-objective problem (seed 003 §5.1, PMTL eq. 19).
+"""EPO search on the synthetic two-objective problem (Mahapatra & Rajan 2020, §5.1;
+Lin et al. 2019, eq. 19).
 
 ``l_{1,2}(θ) = 1 − exp(−‖θ ∓ 𝟙/√n‖²)``, ``n = 20``: the Pareto set is the segment
 ``θ = t 𝟙/√n, t ∈ [−1, 1]`` and the front is concave. For five preference rays the

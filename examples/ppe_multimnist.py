@@ -4,7 +4,7 @@ A user has one EPO-trained LeNet at the balanced preference ``r = (½, ½)`` and
 neighbouring trade-offs: "better on the top-left digit, I accept worse on the
 bottom-right one" and the converse. Two ways to get them:
 
-* **PPE navigation** (``jp.ppe.trace``, seed 000): starting from that model, predictor
+* **PPE navigation** (``jp.ppe.trace``; Amakor, Sonntag & Peitz 2026): starting from that model, predictor
   steps along the tangent of the Pareto set (``m`` GMRES solves on Hessian-vector
   products) in the loss-space direction "lower task k", each followed by an MGDA
   corrector back to Pareto-stationarity; ``--nav-steps`` steps toward each task;

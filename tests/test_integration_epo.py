@@ -1,7 +1,8 @@
 """End to end: EPO / PMTL / linear scalarization through the optax transforms.
 
-The qualitative claims of seed 003 §5.1 with numbers, on the synthetic problem whose
-Pareto set and front are known analytically, and EPO on DTLZ2 with m = 3 and 5.
+The qualitative claims of EPO search (Mahapatra & Rajan 2020, §5.1) with numbers, on
+the synthetic problem whose Pareto set and front are known analytically, and EPO on
+DTLZ2 with m = 3 and 5.
 """
 
 import jax

@@ -215,7 +215,7 @@ def test_mtl_value_and_grad(head_scaling, name):
 
     expected = jax.grad(weighted)(params)
     if head_scaling == "paper":
-        # Alg. 2 of seed 001: each head gets its own unscaled task gradient.
+        # Alg. 2 of Sener & Koltun (2018): each head gets its own unscaled task gradient.
         for t, name in enumerate(["head0", "head1", "head2"]):
             expected[name] = jax.grad(lambda p: _heads(p, _encode(p, batch), batch)[t])(params)[name]
     for name in params:

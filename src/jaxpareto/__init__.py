@@ -1,6 +1,6 @@
 """jaxpareto: gradient-based multi-objective optimization and multi-task learning in JAX.
 
-``import jaxpareto as jp``. The layers (DESIGN §1): Jacobians (``value_and_jacobian``,
+``import jaxpareto as jp``. The layers: Jacobians (``value_and_jacobian``,
 ``gramian``, ``combine``) → weightings (pure solvers over the Gramian, in
 ``jp.weighting``) → optax transforms (``jp.epo``, ``jp.mgda``, ...). Beside them:
 ``jp.ppe`` (Pareto navigation), ``jp.hypernetwork``, ``jp.sharding`` (meshes for

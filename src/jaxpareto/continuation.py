@@ -1,10 +1,10 @@
 """Preference-driven continuation along the Pareto set (PPE), public as ``jp.ppe``.
 
-Seed 000 (Amakor, Sonntag & Peitz 2026, "Interactive Pareto navigation for deep
-multi-task learning") proposes predictor steps tangent to the Pareto set, chosen to
+Amakor, Sonntag & Peitz (2026, "Interactive Pareto navigation for deep multi-task
+learning", arXiv 2606.19521) propose predictor steps tangent to the Pareto set, chosen to
 follow a decision maker's preference, a corrector back to a Pareto point, and a Krylov
 solver on Hessian-vector products for the tangent. We could read only its abstract; the
-equations below are ours (DESIGN §5), after Hillermeier (2001, "Nonlinear multiobjective
+equations below are ours, after Hillermeier (2001, "Nonlinear multiobjective
 optimization: a generalized homotopy approach"), Martín & Schütze (2018, "Pareto
 Tracer") and Ma, Du & Matusik (2020, "Efficient continuous Pareto exploration in
 multi-task learning").

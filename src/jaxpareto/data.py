@@ -30,7 +30,7 @@ used instead; the returned description always names the source actually used.
 
 Multi-task sets (``multi_mnist``, ``multi_fashion``, ``multi_fashion_mnist``) follow the
 construction of Pareto MTL (Lin et al. 2019), reused by EPO search (Mahapatra & Rajan
-2020, seed 003) and PHN: two items of different classes on a 36×36 canvas, one at the
+2020) and PHN: two items of different classes on a 36×36 canvas, one at the
 top-left and one at the bottom-right, each moved by up to 4 pixels, overlap by
 maximum, labels (left, right). The authors' generator is not public, so this is a
 documented recreation (see :func:`make_multi`); accuracies will not match their plots

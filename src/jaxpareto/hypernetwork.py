@@ -1,8 +1,8 @@
-"""Controllable Pareto MTL: preference-conditioned hypernetworks (DESIGN §6).
+"""Controllable Pareto MTL: preference-conditioned hypernetworks.
 
 One hypernetwork ``h_φ(r)`` maps a preference ``r ∈ Δ_m`` to the *parameters* of a
 target network, so that after training any trade-off is one forward pass away
-(Lin et al. 2020, "Controllable Pareto multi-task learning", seed 002; Navon et al.
+(Lin et al. 2020, "Controllable Pareto multi-task learning", arXiv 2010.06313; Navon et al.
 2021, "Learning the Pareto front with hypernetworks", PHN). The target network is
 anything written as ``apply(params, x)`` over a parameter pytree (plain dicts, flax
 ``FrozenDict``/dicts, equinox arrays split out with ``eqx.partition``...): the

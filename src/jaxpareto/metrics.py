@@ -112,7 +112,7 @@ def _point_set(x, name: str, fn: str) -> jax.Array:
 def non_uniformity(losses, preference=None) -> jax.Array:
     """Non-uniformity of ``r ⊙ l``: ``μ_r(l) = KL(l̂ ‖ 𝟙/m) = Σ_j l̂_j log(m l̂_j)``.
 
-    ``l̂ = r ⊙ l / Σ_j r_j l_j`` (Mahapatra & Rajan 2020, seed 003, eqs. 9–11).
+    ``l̂ = r ⊙ l / Σ_j r_j l_j`` (Mahapatra & Rajan 2020, eqs. 9–11).
     ``μ = 0`` iff ``r ⊙ l ∝ 𝟙``, i.e. ``l`` lies on the ray ``r⁻¹``; ``μ ≤ log m``.
 
     Args:
@@ -149,7 +149,7 @@ def ray_cosine(losses, preference=None) -> jax.Array:
     """Cosine between ``r ⊙ l`` and ``𝟙``: ``Σ_j r_j l_j / (√m ‖r ⊙ l‖₂)``.
 
     EPO's exact Pareto-optimal point for the preference ``r`` satisfies ``r ⊙ l ∝ 𝟙``
-    (seed 003, eq. 8: ``r₁l₁ = … = r_m l_m``), i.e. ``l`` is on the ray through
+    (Mahapatra & Rajan 2020, eq. 8: ``r₁l₁ = … = r_m l_m``), i.e. ``l`` is on the ray through
     ``r⁻¹``; the cosine is 1 exactly there. For non-negative losses it lies in ``[1/√m, 1]``.
 
     Args:

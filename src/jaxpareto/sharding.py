@@ -1,6 +1,6 @@
 """Scale-out with :mod:`jax.sharding`: data-parallel and model-sharded training steps.
 
-The jitted training step does not change; only where its inputs live does (DESIGN §8)::
+The jitted training step does not change; only where its inputs live does::
 
     mesh = jp.sharding.make_mesh(model=1)             # every device on the "data" axis
     params = jp.sharding.shard_params(params, mesh)   # replicated when model == 1
