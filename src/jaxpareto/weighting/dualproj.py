@@ -7,7 +7,10 @@ projection of ``Jᵀp`` onto the dual cone ``{d : J d ≥ 0}`` is ``Jᵀw`` with
 
     w = argmin_{v ≥ p}  ½ vᵀ G v.                                    (Prop. 1, eq. 5)
 
-One QP (:func:`jaxpareto.weighting.qp.solve_qp`).
+One QP (:func:`jaxpareto.weighting.qp.solve_qp`), solved on the Jacobi-scaled Gramian
+``K = N⁻¹GN⁻¹`` in ``z = N v`` with the bound ``N p`` normalised to max 1 and mapped back
+exactly (:func:`jaxpareto.weighting.upgrad.jacobi_scale`): the tolerances are relative
+to each task's own scale. ``m = 1`` gives ``w = p``.
 
 Properties (checked in ``tests/test_upgrad_dualproj.py``): non-conflicting
 (``G w ≥ 0``), permutation invariant, invariant to a positive scaling of ``G``, linear
@@ -31,6 +34,7 @@ from jaxpareto.weighting.qp import solve_qp
 from jaxpareto.weighting.upgrad import (
     UPGradState,
     _check_reg,
+    jacobi_scale,
     make_weighting,
     prepare,
     validate,
@@ -90,8 +94,13 @@ def dualproj_weights(
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
     c, p, out_dtype, finite, usable, bad_pref = prepare(gram, preference, reg_eps)
-    res = solve_qp(c, None, lower=p, max_iter=max_iter, tol=tol)
-    w = jnp.where(usable, res.x, p)
+    k, n = jacobi_scale(c)
+    # On z = N v (every task on its own scale, see jacobi_scale): min ½zᵀKz s.t.
+    # z ≥ N p, with the bound normalised to max 1 (the problem is homogeneous in it).
+    bound = n * p
+    top = jnp.max(bound)
+    res = solve_qp(k, None, lower=bound / top, max_iter=max_iter, tol=tol)
+    w = jnp.where(usable, res.x * top / n, p)
     return DualProjResult(
         weights=w.astype(out_dtype),
         iterations=res.iterations,

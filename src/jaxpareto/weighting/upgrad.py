@@ -11,6 +11,15 @@ projection of ``p_i g_i = Jᵀ(p_i e_i)`` onto the dual cone ``{d : J d ≥ 0}``
 and UPGrad's update is ``Σ_i Jᵀv⁽ⁱ⁾ = Jᵀw``, i.e. the weights are ``w = Σ_i v⁽ⁱ⁾``.
 The ``m`` QPs are solved at once (``jax.vmap`` of :func:`jaxpareto.weighting.qp.solve_qp`).
 
+Scale. The QPs are solved on the Jacobi-scaled Gramian ``K = N⁻¹GN⁻¹``
+(``N = diag(√G_ii)``, :func:`jacobi_scale`) in ``z = N v``, and row ``i`` with the unit
+bound ``z ≥ e_i`` (the problem is positively homogeneous in its bound), then mapped back
+exactly: ``v⁽ⁱ⁾ = p_i n_i N⁻¹ z⁽ⁱ⁾``. The solver's tolerances are relative to the
+problem's scale, so this makes them relative to each task's own scale: gradients whose
+norms differ by 1e8 still give an update that conflicts with none of them (to the KKT
+tolerance, in cosine). ``kkt_residual`` is measured on the scaled problems. A zero
+gradient keeps ``n_i = 1`` (its row of ``K`` is zero). ``m = 1`` gives ``w = p``.
+
 Properties (checked in ``tests/test_upgrad_dualproj.py``):
 
 * non-conflicting: ``G w = Σ_i G v⁽ⁱ⁾ ≥ 0`` (each projection lies in the dual cone), so
@@ -116,6 +125,22 @@ def prepare(gram, preference, reg_eps):
     return c, p, out_dtype, finite, usable, bad_pref
 
 
+def jacobi_scale(c):
+    """``(K, n)`` with ``K = N⁻¹ C N⁻¹`` and ``N = diag(n)``, ``n_i = √C_ii``.
+
+    The projections are solved on ``K`` (unit diagonal: every task on its own scale)
+    and mapped back exactly (``v = N⁻¹ z``), so that the solver's tolerances, which are
+    relative to the problem's scale, are relative to each task's. A zero gradient
+    (``C_ii ≤ tiny``: its row of ``C`` is zero) keeps ``n_i = 1`` — the documented
+    finite fallback; its row of ``K`` is then zero as well.
+    """
+    diag = jnp.diagonal(c)
+    pos = diag > jnp.finfo(c.dtype).tiny
+    n = jnp.where(pos, jnp.sqrt(jnp.where(pos, diag, 1)), 1)
+    k = c / n[:, None] / n[None, :]
+    return 0.5 * (k + k.T), n
+
+
 @full_precision
 def upgrad_weights(
     gram: jax.Array,
@@ -154,9 +179,16 @@ def validate(gram, preference):
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _upgrad(gram, preference, reg_eps, max_iter, tol) -> UPGradResult:
     c, p, out_dtype, finite, usable, bad_pref = prepare(gram, preference, reg_eps)
+    m = c.shape[0]
+    k, n = jacobi_scale(c)
+    # Row i's QP, min ½vᵀCv s.t. v ≥ p_i e_i, is positively homogeneous in its bound:
+    # in z = N v it reads min ½zᵀKz s.t. z ≥ p_i n_i e_i, solved with the unit bound e_i
+    # (every row on the same scale) and multiplied by p_i n_i.
+    eye = jnp.eye(m, dtype=c.dtype)
+    res = jax.vmap(lambda u: solve_qp(k, None, lower=u, max_iter=max_iter, tol=tol))(eye)
+    z = res.x * (p * n)[:, None]
     bounds = jnp.diag(p)  # row i: p_i e_i
-    res = jax.vmap(lambda u: solve_qp(c, None, lower=u, max_iter=max_iter, tol=tol))(bounds)
-    v = jnp.where(usable, res.x, bounds)
+    v = jnp.where(usable, z / n[None, :], bounds)
     weights = jnp.sum(v, axis=0)
     return UPGradResult(
         weights=weights.astype(out_dtype),
