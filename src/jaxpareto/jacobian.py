@@ -13,6 +13,7 @@ Alg. 2) is ``mtl_value_and_grad``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import jax
@@ -20,7 +21,59 @@ import jax.numpy as jnp
 
 from jaxpareto._validate import check_float
 
-_MODES = ("rev", "fwd", "chunked")
+_MODES = ("rev", "rows", "vmap", "fwd", "chunked")
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+# Largest m for which the row layout (m separate VJPs, Gramian and combination on the
+# rows) is used on a single CPU device. Its Gramian costs m(m+1)/2 row dot products,
+# which beats stacking the rows into one [m, n] operand up to about this size (measured
+# in benchmarks/scaling.py); past it the rows are stacked for one matrix product.
+ROWS_MAX_TASKS = 16
+
+
+def row_layout() -> bool:
+    """Whether this process uses the row layout for the Jacobian step.
+
+    Chosen once per trace from the backend. On a single CPU device XLA fuses the
+    vmapped ``[m, …]`` Jacobian leaves into transposing copies that cost more than the
+    backward passes themselves, while ``m`` separate VJPs whose rows feed the Gramian
+    and the combination directly never build the stacked Jacobian at all. On
+    accelerators (batched kernels) and whenever several devices are visible (the SPMD
+    partitioner must see one ``[m, …]`` block per leaf so that each model-sharded leaf
+    reduces a single ``m × m`` partial Gramian) the stacked, vmapped layout is used.
+    """
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
+# Trace-time hints: a stacked Jacobian leaf built by the row layout remembers its rows,
+# so that `gramian` and `combine` traced in the same program contract the rows and the
+# stacked leaf becomes dead code. Keyed by id, checked through a weak reference, and
+# only ever recorded for tracers (concrete arrays are already materialised).
+_ROWS: dict[int, tuple[weakref.ref, tuple]] = {}
+
+
+def _remember_rows(stacked, rows) -> None:
+    if isinstance(stacked, jax.core.Tracer):
+        key = id(stacked)
+        _ROWS[key] = (weakref.ref(stacked, lambda _, key=key: _ROWS.pop(key, None)), tuple(rows))
+
+
+def _rows_of(leaf):
+    """The rows a stacked leaf was built from in this trace, or ``None``."""
+    entry = _ROWS.get(id(leaf))
+    if entry is not None and entry[0]() is leaf:
+        return entry[1]
+    return None
+
+
+def _stack_rows(rows_per_task):
+    """Stacks per-task cotangent pytrees into one pytree with a leading task axis."""
+    def stack(*rows):
+        out = jnp.stack(rows)
+        _remember_rows(out, rows)
+        return out
+
+    return jax.tree_util.tree_map(stack, *rows_per_task)
 
 
 def _split_args(args: Sequence[Any], argnums):
@@ -75,8 +128,14 @@ def value_and_jacobian(
       fun: ``fun(*args) -> losses[m]`` (or ``(losses[m], aux)`` with ``has_aux``).
       argnums: int or sequence of ints, the positional argument(s) to differentiate.
       has_aux: whether ``fun`` returns ``(losses, aux)``.
-      mode: ``"rev"``: one forward pass and ``m`` vector-Jacobian products vmapped
-        over the rows of the identity (the default, best when ``m ≪ n``).
+      mode: ``"rev"`` (default): one forward pass and ``m`` vector-Jacobian products,
+        in the layout that is fastest for the backend (:func:`row_layout`): on a
+        single CPU device and ``m ≤ ROWS_MAX_TASKS``, ``"rows"``; else ``"vmap"``.
+        ``"rows"``: the ``m`` VJPs one after another; each stacked leaf remembers its
+        rows for the rest of the trace, so a :func:`gramian` / :func:`combine`
+        traced in the same ``jax.jit`` program works on the rows and the ``[m, n]``
+        Jacobian is never written. ``"vmap"``: the VJPs vmapped over the rows of the
+        identity (one batched backward pass).
         ``"fwd"``: forward mode (``jax.jacfwd``), for tiny parameter counts.
         ``"chunked"``: like ``"rev"`` but the ``m`` VJPs run ``chunk_size`` at a time
         with ``jax.lax.map`` to bound the memory of the backward passes.
@@ -112,22 +171,57 @@ def value_and_jacobian(
             )(*diff_args)
         else:
             losses, vjp_fn, aux = jax.vjp(f, *diff_args, has_aux=True)
-            basis = jnp.eye(losses.shape[0], dtype=losses.dtype)
-            if mode == "rev":
-                jac = jax.vmap(vjp_fn)(basis)
-            else:
-                jac = jax.lax.map(vjp_fn, basis, batch_size=chunk_size or 1)
+            jac = _jacobian_rows(vjp_fn, losses, mode, chunk_size)
         jac = jac[0] if single else tuple(jac)
         return ((losses, aux), jac) if has_aux else (losses, jac)
 
     return wrapped
 
 
+def _jacobian_rows(vjp_fn, losses, mode: str, chunk_size: int | None):
+    """The ``m`` VJPs of ``vjp_fn`` against the rows of the identity, in ``mode``."""
+    m = losses.shape[0]
+    basis = jnp.eye(m, dtype=losses.dtype)
+    if mode == "rev":
+        mode = "rows" if row_layout() and m <= ROWS_MAX_TASKS else "vmap"
+    if mode == "rows":
+        return _stack_rows([vjp_fn(basis[i]) for i in range(m)])
+    if mode == "vmap":
+        return jax.vmap(vjp_fn)(basis)
+    return jax.lax.map(vjp_fn, basis, batch_size=chunk_size or 1)
+
+
+def _row_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.lax.dot_general(
+        a.reshape(-1), b.reshape(-1), (((0,), (0,)), ((), ())), precision=_HIGHEST
+    )
+
+
 def _leaf_gram(leaf: jax.Array) -> jax.Array:
+    """``J_leaf J_leafᵀ`` for one stacked leaf ``[m, ...]``.
+
+    HIGHEST precision: on GPU/TPU the default float32 matmul may use reduced precision
+    (TF32/bf16 passes), which is too coarse for the LP/QP downstream. On the row layout
+    the leaf is contracted as one ``[m, k] · [k, m]`` product (a reshape is free there,
+    and XLA:CPU lowers a dot with several contracting axes through a transposing copy);
+    elsewhere the non-task axes are contracted in place, which keeps a model-sharded
+    leaf's contraction local to its shard.
+    """
+    if row_layout():
+        flat = leaf.reshape(leaf.shape[0], -1)
+        return jax.lax.dot_general(flat, flat, (((1,), (1,)), ((), ())), precision=_HIGHEST)
     axes = tuple(range(1, leaf.ndim))
-    # HIGHEST precision: on GPU/TPU the default float32 matmul may use reduced
-    # precision (TF32/bf16 passes), which is too coarse for the LP/QP downstream.
-    return jnp.tensordot(leaf, leaf, axes=(axes, axes), precision=jax.lax.Precision.HIGHEST)
+    return jnp.tensordot(leaf, leaf, axes=(axes, axes), precision=_HIGHEST)
+
+
+def _rows_gram(rows_per_leaf: list[tuple], m: int, dtype) -> jax.Array:
+    """Gramian from per-leaf rows: ``C_ij = Σ_leaves ⟨row_i, row_j⟩``, upper triangle."""
+    entries = {}
+    for i in range(m):
+        for j in range(i, m):
+            entries[i, j] = sum(_row_dot(rows[i].astype(dtype), rows[j].astype(dtype))
+                                for rows in rows_per_leaf)
+    return jnp.stack([entries[min(i, j), max(i, j)] for i in range(m) for j in range(m)]).reshape(m, m)
 
 
 def gramian(jac: Any) -> jax.Array:
@@ -156,7 +250,10 @@ def gramian(jac: Any) -> jax.Array:
                 f"{[tuple(l.shape) for l in leaves]}."
             )
     dtype = jnp.result_type(*leaves)
+    rows = [_rows_of(leaf) for leaf in leaves]
     total = None
+    if all(r is not None for r in rows):
+        return _rows_gram(rows, m, dtype)
     for leaf in leaves:
         g = _leaf_gram(leaf.astype(dtype))
         total = g if total is None else total + g
@@ -181,12 +278,22 @@ def combine(jac: Any, weights: jax.Array) -> Any:
             f"`weights` shape {weights.shape} does not match the task axis of `jac` "
             f"(leaf shapes {[tuple(l.shape) for l in leaves]})."
         )
-    return jax.tree_util.tree_map(
-        lambda leaf: jnp.tensordot(
-            weights.astype(leaf.dtype), leaf, axes=1, precision=jax.lax.Precision.HIGHEST
-        ),
-        jac,
-    )
+    return jax.tree_util.tree_map(lambda leaf: _combine_leaf(leaf, weights), jac)
+
+
+def _combine_leaf(leaf: jax.Array, weights: jax.Array) -> jax.Array:
+    """``Σ_i w_i leaf[i]``: on the row layout an elementwise sum over the rows (one
+    fused pass, from the remembered rows when there are any), else a tensordot."""
+    w = weights.astype(leaf.dtype)
+    rows = _rows_of(leaf)
+    if rows is None and row_layout() and leaf.shape[0] <= ROWS_MAX_TASKS:
+        rows = [leaf[i] for i in range(leaf.shape[0])]
+    if rows is None:
+        return jnp.tensordot(w, leaf, axes=1, precision=_HIGHEST)
+    total = w[0] * rows[0]
+    for i in range(1, len(rows)):
+        total = total + w[i] * rows[i]
+    return total
 
 
 def mtl_value_and_grad(
@@ -211,7 +318,8 @@ def mtl_value_and_grad(
 
     Any weighting plugs in (``mgda``, ``epo``, ``linear``, ...); with ``mgda`` this is
     MGDA-UB. The cost is one forward pass, one full backward pass and ``m`` backward
-    passes through the heads.
+    passes through the heads that produce only ``∇_z l_i`` (plus, for the paper's head
+    scaling, one more backward pass through the heads with cotangent ``1``).
 
     Head scaling. The paper's Alg. 2 updates each task head ``θ^t`` with its own
     *unscaled* gradient ``∇_{θ^t} l_t`` and only the shared parameters with the
@@ -250,10 +358,10 @@ def mtl_value_and_grad(
             return losses
 
         losses, head_vjp = jax.vjp(head_losses, params, z)
-        basis = jnp.eye(losses.shape[0], dtype=losses.dtype)
-        # The same m VJPs through the heads give the representation Jacobian rows and,
-        # for the paper form, each head's own unscaled gradient.
-        head_rows, z_rows = jax.vmap(head_vjp)(basis)
+        # The representation Jacobian rows ∇_z l_i: m VJPs through the heads, of which
+        # only the z cotangents are kept (the parameter cotangents are dead code that
+        # jit removes), in the backend's layout.
+        z_rows = _jacobian_rows(lambda c: head_vjp(c)[1], losses, "rev", None)
         gram = gramian(z_rows)
         weights, state = weighting.update(gram, state, losses=losses, preference=preference)
         weights = jax.lax.stop_gradient(weights).astype(losses.dtype)
@@ -263,11 +371,14 @@ def mtl_value_and_grad(
         if head_scaling == "reference":
             grads = jax.tree_util.tree_map(jnp.add, head_grad, enc_grad)
         else:
+            # Each head's own unscaled gradient Σ_i ∇_{θ_head} l_i: one more VJP with
+            # cotangent 1 (a head leaf feeds only its own task's loss), of which only
+            # the head leaves are kept.
+            unscaled, _ = head_vjp(jnp.ones_like(losses))
             mask = _head_mask(params, head_params, encode, batch)
             grads = jax.tree_util.tree_map(
-                lambda scaled, enc, rows, is_head: (jnp.sum(rows, axis=0) if is_head else scaled)
-                + enc,
-                head_grad, enc_grad, head_rows, mask,
+                lambda scaled, enc, plain, is_head: (plain if is_head else scaled) + enc,
+                head_grad, enc_grad, unscaled, mask,
             )
         # A non-finite batch or loss must not reach the parameters: the gradient is
         # then zero (the weighting state already carries its own degeneracy flag and

@@ -150,10 +150,13 @@ def aggregate(
             weights = weights * m
         elif not isinstance(scale, str):
             weights = weights * scale
-        safe_jac = jax.tree_util.tree_map(
-            lambda g: jnp.where(finite, g, jnp.zeros_like(g)), updates
+        # The guard reads only the m × m Gramian and the losses, and is applied to the
+        # direction (shaped like the parameters), never to the m × n Jacobian: a NaN or
+        # inf anywhere in the Jacobian reaches the Gramian's diagonal, so a finite
+        # Gramian means a finite Jacobian, and a bad step returns exact zeros.
+        direction = jax.tree_util.tree_map(
+            lambda d: jnp.where(finite, d, jnp.zeros_like(d)), _jac.combine(updates, weights)
         )
-        direction = _jac.combine(safe_jac, weights)
 
         def keep(new, old):
             return jnp.where(finite, new, old)
