@@ -54,7 +54,17 @@ def test_conv_valid_matches_scipy_correlation(shape):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_fast_lenet_equals_library_lenet_values_and_gradients():
+def _xla_conv_lenet_losses(params, images, labels):
+    """The LeNet through XLA's convolution (the accelerator formulation)."""
+    z = jp.models.lenet_encode(params, images, conv="xla")
+    return jp.models.lenet_head_losses(params, z, labels)
+
+
+@pytest.mark.parametrize("fast", ["examples", "library"])
+def test_fast_lenet_equals_xla_conv_lenet_values_and_gradients(fast):
+    """The matmul LeNet (the example's pinned one and jp.models' CPU default) against
+    the lax.conv_general_dilated + reduce_window formulation."""
+    fast_losses = mt.lenet_losses if fast == "examples" else jp.models.lenet_losses
     params = jp.models.lenet_init(jax.random.PRNGKey(3), dtype=jnp.float64)
     images, labels = _images(0, 6)
     weights = jnp.asarray([0.3, 1.7])  # a generic combination of the two task gradients
@@ -66,14 +76,14 @@ def test_fast_lenet_equals_library_lenet_values_and_gradients():
 
         return jax.jit(jax.value_and_grad(f, has_aux=True))(params)
 
-    (_, want_l), want_g = value_and_grad(jp.models.lenet_losses)
-    (_, got_l), got_g = value_and_grad(mt.lenet_losses)
+    (_, want_l), want_g = value_and_grad(_xla_conv_lenet_losses)
+    (_, got_l), got_g = value_and_grad(fast_losses)
     np.testing.assert_allclose(got_l, want_l, rtol=1e-12)
     for g, w in zip(jax.tree_util.tree_leaves(got_g), jax.tree_util.tree_leaves(want_g)):
         np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
     # float32 parameters stay float32 and agree to float32 accuracy.
     p32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
-    l32 = mt.lenet_losses(p32, images, labels)
+    l32 = fast_losses(p32, images, labels)
     assert l32.dtype == jnp.float32
     np.testing.assert_allclose(l32, want_l, rtol=1e-5)
 
