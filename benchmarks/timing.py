@@ -62,6 +62,32 @@ def median_time(fn: Callable[[], Any], repeats: int = 10, warmup: int = 2) -> di
             "q25_s": float(q[0]), "q75_s": float(q[1]), "repeats": repeats}
 
 
+def interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int = 15,
+                      warmup: int = 2) -> dict[str, dict]:
+    """Median wall time of each ``fns[name]()``, the calls interleaved.
+
+    Each round calls every function once, in a fixed order, after ``warmup`` calls of
+    each; so a load change on the machine hits every method alike and the ratios taken
+    within one round keep their meaning. Returns ``{name: {"median_s", "q25_s",
+    "q75_s", "repeats"}}``.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            block(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            block(fn())
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        q = np.quantile(ts, [0.25, 0.75])
+        out[name] = {"median_s": statistics.median(ts), "q25_s": float(q[0]),
+                     "q75_s": float(q[1]), "repeats": repeats}
+    return out
+
+
 def num_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))

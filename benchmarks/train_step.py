@@ -45,6 +45,7 @@ Run: ``python -m benchmarks.train_step [--quick] [--repeats N]``.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +55,10 @@ import optax
 import jaxpareto as jp
 from benchmarks.epo_lp import ReferenceEpoLP, reference_solver
 from benchmarks.min_norm import np_projected_gradient
-from benchmarks.timing import NOT_INSTALLED, add_threads_arg, fmt_ratio, fmt_time, median_time, peer, ratio, set_threads, write
+from benchmarks.timing import (
+    NOT_INSTALLED, add_threads_arg, fmt_ratio, fmt_time, interleaved_times, median_time, peer, ratio,
+    set_threads, write,
+)
 
 BATCH = 256
 LR = 1e-3
@@ -135,6 +139,7 @@ def jax_steps(params, batch, encode, heads, num_tasks: int):
         "jp_linear": optax.chain(jp.linear(r), adam),
         "jp_mgda": optax.chain(jp.mgda(num_tasks=num_tasks), adam),
         "jp_epo": optax.chain(jp.epo(r), adam),
+        "jp_upgrad": optax.chain(jp.aggregate(jp.weighting.upgrad(), num_tasks=num_tasks), adam),
     }
     ub_weighting = jp.weighting.mgda()
     ub_step = jp.mtl_value_and_grad(encode, heads, ub_weighting)
@@ -189,32 +194,65 @@ def profile_parts(parts, jac_fn, params, batch, repeats, with_epo=True):
 
 
 def torch_model(torch, kind: str, params, num_tasks: int):
-    """The same function as the JAX model, with the same weights (copied)."""
+    """The same function as the JAX model, with the same weights (copied).
+
+    Every parameter lives in a leaf module that is *called* (``Affine``, ``Conv``,
+    ``Heads``), so TorchJD's autogram ``Engine`` can hook each layer; ``gram_modules``
+    lists them.
+    """
     nn = torch.nn
+    f = torch.nn.functional
     t = lambda a: torch.tensor(np.asarray(a, np.float32))  # noqa: E731
 
+    class Affine(nn.Module):
+        def __init__(self, w, b):
+            super().__init__()
+            self.w, self.b = nn.Parameter(t(w)), nn.Parameter(t(b))
+
+        def forward(self, x):
+            return x @ self.w + self.b
+
+    class Conv(nn.Module):
+        def __init__(self, w, b):  # HWIO (JAX) -> OIHW (torch)
+            super().__init__()
+            self.w = nn.Parameter(t(np.transpose(np.asarray(w), (3, 2, 0, 1))))
+            self.b = nn.Parameter(t(b))
+
+        def forward(self, x):
+            return f.conv2d(x, self.w, self.b)
+
     if kind == "mlp":
+        class MlpHeads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w1 = nn.Parameter(t(params["heads"]["w1"]))
+                self.w2 = nn.Parameter(t(params["heads"]["w2"]))
+
+            def forward(self, z):
+                hid = torch.relu(torch.einsum("bd,tdk->tbk", z, self.w1))
+                return torch.einsum("tbk,tk->tb", hid, self.w2)
+
         class Mlp(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.shared = nn.ParameterList()
-                for layer in params["shared"]:
-                    self.shared.append(nn.Parameter(t(layer["w"])))
-                    self.shared.append(nn.Parameter(t(layer["b"])))
-                self.head_params = nn.ParameterList(
-                    [nn.Parameter(t(params["heads"]["w1"])), nn.Parameter(t(params["heads"]["w2"]))])
+                self.shared = nn.ModuleList([Affine(l["w"], l["b"]) for l in params["shared"]])
+                self.head_module = MlpHeads()
+
+            @property
+            def head_params(self):
+                return [self.head_module.w1, self.head_module.w2]
+
+            def gram_modules(self):
+                return [*self.shared, self.head_module]
 
             def encode(self, b):
                 h = b[0]
-                for i in range(0, len(self.shared), 2):
-                    h = torch.relu(h @ self.shared[i] + self.shared[i + 1])
+                for layer in self.shared:
+                    h = torch.relu(layer(h))
                 return h
 
             def heads(self, z, b):
-                w1, w2 = self.head_params
-                hid = torch.relu(torch.einsum("bd,tdk->tbk", z, w1))
-                out = torch.einsum("tbk,tk->tb", hid, w2)
-                return torch.mean((out - b[1].T) ** 2, dim=1)
+                return torch.mean((self.head_module(z) - b[1].T) ** 2, dim=1)
 
             def heads_list(self, z, b):
                 # Separate per-task graphs (TorchJD's mtl_backward differentiates each
@@ -225,37 +263,44 @@ def torch_model(torch, kind: str, params, num_tasks: int):
 
         return Mlp()
 
+    class LeNetHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(t(params["heads"]["w"]))
+            self.b = nn.Parameter(t(params["heads"]["b"]))
+
+        def forward(self, z):
+            return torch.einsum("bh,thc->tbc", z, self.w) + self.b[:, None, :]
+
     class LeNet(nn.Module):
         def __init__(self):
             super().__init__()
-            # HWIO (JAX) -> OIHW (torch).
-            self.conv1 = nn.Parameter(t(np.transpose(params["conv1"]["w"], (3, 2, 0, 1))))
-            self.b1 = nn.Parameter(t(params["conv1"]["b"]))
-            self.conv2 = nn.Parameter(t(np.transpose(params["conv2"]["w"], (3, 2, 0, 1))))
-            self.b2 = nn.Parameter(t(params["conv2"]["b"]))
-            self.fc = nn.Parameter(t(params["fc"]["w"]))
-            self.fcb = nn.Parameter(t(params["fc"]["b"]))
-            self.head_params = nn.ParameterList(
-                [nn.Parameter(t(params["heads"]["w"])), nn.Parameter(t(params["heads"]["b"]))])
+            self.conv1 = Conv(params["conv1"]["w"], params["conv1"]["b"])
+            self.conv2 = Conv(params["conv2"]["w"], params["conv2"]["b"])
+            self.fc = Affine(params["fc"]["w"], params["fc"]["b"])
+            self.head_module = LeNetHeads()
+
+        @property
+        def head_params(self):
+            return [self.head_module.w, self.head_module.b]
+
+        def gram_modules(self):
+            return [self.conv1, self.conv2, self.fc, self.head_module]
 
         def encode(self, b):
-            f = torch.nn.functional
             x = b[0].float().div(255.0).unsqueeze(1)
-            x = f.max_pool2d(torch.relu(f.conv2d(x, self.conv1, self.b1)), 2)
-            x = f.max_pool2d(torch.relu(f.conv2d(x, self.conv2, self.b2)), 2)
+            x = f.max_pool2d(torch.relu(self.conv1(x)), 2)
+            x = f.max_pool2d(torch.relu(self.conv2(x)), 2)
             x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # JAX flattens NHWC
-            return torch.relu(x @ self.fc + self.fcb)
+            return torch.relu(self.fc(x))
 
         def heads(self, z, b):
-            w, bias = self.head_params
-            logits = torch.einsum("bh,thc->tbc", z, w) + bias[:, None, :]
-            logp = torch.log_softmax(logits, dim=-1)
+            logp = torch.log_softmax(self.head_module(z), dim=-1)
             picked = torch.gather(logp, 2, b[1].T.unsqueeze(-1)).squeeze(-1)
             return -picked.mean(dim=1)
 
         def heads_list(self, z, b):
             w, bias = self.head_params
-            f = torch.nn.functional
             return [f.cross_entropy(z @ w[i] + bias[i], b[1][:, i]) for i in range(num_tasks)]
 
     return LeNet()
@@ -265,8 +310,8 @@ def torch_steps(torch, torchjd, cp, model, batch, num_tasks: int):
     """Closures performing one full step (with Adam) of every torch method available."""
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     params = list(model.parameters())
-    shared = [p for n, p in model.named_parameters() if not n.startswith("head_params")]
-    heads_p = list(model.head_params)
+    head_ids = {id(p) for p in model.head_params}
+    shared = [p for p in model.parameters() if id(p) not in head_ids]
 
     def losses_of():
         return model.heads(model.encode(batch), batch)
@@ -301,6 +346,30 @@ def torch_steps(torch, torchjd, cp, model, batch, num_tasks: int):
         steps.update(torchjd_mgda=jd(MGDA()), torchjd_mtl_mgda=jd_mtl(MGDA()))
         try:  # UPGrad needs the optional qpsolvers (torchjd[quadprog_projector])
             steps.update(torchjd_upgrad=jd(UPGrad()), torchjd_mtl_upgrad=jd_mtl(UPGrad()))
+        except ImportError:
+            pass
+        # autogram: the Gramian layer by layer from hooks, weights, one backward(w).
+        from torchjd.aggregation import MGDAWeighting, UPGradWeighting
+        from torchjd.autogram import Engine
+
+        # A copy of the model of its own: the engine hooks every forward pass of its
+        # modules, and the other methods' passes (some without a backward) must not
+        # reach it.
+        ag_model = copy.deepcopy(model)
+        ag_opt = torch.optim.Adam(ag_model.parameters(), lr=LR)
+        engine = Engine(*ag_model.gram_modules(), batch_dim=None)
+
+        def autogram(weighting):
+            def step():
+                ag_opt.zero_grad()
+                losses = ag_model.heads(ag_model.encode(batch), batch)
+                losses.backward(weighting(engine.compute_gramian(losses)))
+                ag_opt.step()
+            return step
+
+        steps["torchjd_autogram_mgda"] = autogram(MGDAWeighting())
+        try:
+            steps["torchjd_autogram_upgrad"] = autogram(UPGradWeighting())
         except ImportError:
             pass
 
@@ -358,14 +427,18 @@ def torch_steps(torch, torchjd, cp, model, batch, num_tasks: int):
 
 # ---------------------------------------------------------------------------- benchmark
 
-JP_METHODS = ("jp_summed", "jp_jacobian", "jp_linear", "jp_mgda", "jp_epo", "jp_mgda_ub")
-PEER_METHODS = ("torch_summed", "torchjd_mgda", "torchjd_upgrad", "torchjd_mtl_mgda",
-                "torchjd_mtl_upgrad", "torch_epo_ref", "torch_mgda_ub_ref")
+JP_METHODS = ("jp_summed", "jp_jacobian", "jp_linear", "jp_mgda", "jp_epo", "jp_upgrad",
+              "jp_mgda_ub")
+PEER_METHODS = ("torch_summed", "torchjd_mgda", "torchjd_upgrad", "torchjd_autogram_mgda",
+                "torchjd_autogram_upgrad", "torchjd_mtl_mgda", "torchjd_mtl_upgrad",
+                "torch_epo_ref", "torch_mgda_ub_ref")
 # (peer, jaxpareto) pairs whose ratio is printed: peer time ÷ jaxpareto time.
 PAIRS = (
     ("torch_summed", "jp_summed"),
     ("torchjd_mgda", "jp_mgda"),
-    ("torchjd_upgrad", "jp_mgda"),
+    ("torchjd_upgrad", "jp_upgrad"),
+    ("torchjd_autogram_mgda", "jp_mgda"),
+    ("torchjd_autogram_upgrad", "jp_upgrad"),
     ("torchjd_mtl_mgda", "jp_mgda_ub"),
     ("torchjd_mtl_upgrad", "jp_mgda_ub"),
     ("torch_epo_ref", "jp_epo"),
@@ -379,15 +452,10 @@ def bench_model(kind, params, batch, encode, heads, num_tasks, repeats, torch, t
     row = {"model": kind, "num_tasks": num_tasks, "num_params": n,
            "batch": int(jax.tree_util.tree_leaves(batch)[0].shape[0])}
     steps, jac_fn, parts, _ = jax_steps(params, batch, encode, heads, num_tasks)
-    t = {"jp_jacobian": median_time(lambda: jac_fn(params, batch), repeats)["median_s"]}
+    fns = {"jp_jacobian": lambda: jac_fn(params, batch)}
     for method, (fn, state) in steps.items():
-        t[method] = median_time(lambda fn=fn, state=state: fn(params, state, batch), repeats)["median_s"]
+        fns[method] = lambda fn=fn, state=state: fn(params, state, batch)
     prof, gram, losses = profile_parts(parts, jac_fn, params, batch, repeats, with_epo=not quick)
-    prof["jacobian"] = t["jp_jacobian"]
-    prof["sum_of_parts_mgda"] = sum(prof[k] for k in ("jacobian", "gramian", "weights_mgda",
-                                                      "combine", "adam"))
-    row["profile_s"] = prof
-
     if torch is not None:
         model = torch_model(torch, kind, params, num_tasks)
         tbatch = tuple(torch.as_tensor(np.array(a)) for a in batch)
@@ -401,12 +469,22 @@ def bench_model(kind, params, batch, encode, heads, num_tasks, repeats, torch, t
             "losses_max_rel_diff": float(np.max(np.abs(tl - losses) / np.abs(losses))),
             "gram_max_rel_diff": float(np.max(np.abs(tgram - gram)) / np.max(np.abs(gram))),
         }
-        for method, fn in tsteps.items():
-            t[method] = median_time(fn, repeats, warmup=2)["median_s"]
+        fns.update(tsteps)
+    # Every method of this model, jaxpareto and peers, timed in interleaved rounds.
+    t = {k: v["median_s"] for k, v in interleaved_times(fns, repeats).items()}
     for method in PEER_METHODS:
         t.setdefault(method, NOT_INSTALLED)
     row["time_s"] = t
-    q = {f"{m}/jp_jacobian": ratio(t[m], t["jp_jacobian"]) for m in ("jp_linear", "jp_mgda", "jp_epo")}
+    prof["jacobian"] = t["jp_jacobian"]
+    prof["sum_of_parts_mgda"] = sum(prof[k] for k in ("jacobian", "gramian", "weights_mgda",
+                                                      "combine", "adam"))
+    row["profile_s"] = prof
+    q = {f"{m}/jp_jacobian": ratio(t[m], t["jp_jacobian"])
+         for m in ("jp_linear", "jp_mgda", "jp_epo", "jp_upgrad")}
+    # How far the Jacobian is from the VJP-count limit: m backward passes (each ~2
+    # forward passes) and one forward, against a summed step of one forward + one
+    # backward, is (1 + 2m)/3 summed steps.
+    q["jp_jacobian/vjp_limit"] = ratio(t["jp_jacobian"], (1 + 2 * num_tasks) / 3 * t["jp_summed"])
     q["jp_mgda_ub/jp_summed"] = ratio(t["jp_mgda_ub"], t["jp_summed"])
     q["jp_epo/jp_summed"] = ratio(t["jp_epo"], t["jp_summed"])
     for peer_name, mine in PAIRS:
@@ -424,7 +502,8 @@ def format_rows(rows) -> str:
         lines.append("  " + "  ".join(f"{k}={fmt_time(t[k])}" for k in PEER_METHODS))
         lines.append("  overhead: " + "  ".join(
             f"{k}={fmt_ratio(q[k])}" for k in ("jp_linear/jp_jacobian", "jp_mgda/jp_jacobian",
-                                               "jp_epo/jp_jacobian", "jp_mgda_ub/jp_summed")))
+                                               "jp_epo/jp_jacobian", "jp_upgrad/jp_jacobian",
+                                               "jp_mgda_ub/jp_summed", "jp_jacobian/vjp_limit")))
         lines.append("  peer/jaxpareto: " + "  ".join(
             f"{p}/{m}={fmt_ratio(q[f'{p}/{m}'])}" for p, m in PAIRS))
         lines.append("  profile: " + "  ".join(f"{k}={fmt_time(v)}" for k, v in r["profile_s"].items()))
