@@ -1,10 +1,11 @@
 """Table-driven properties of every weighting in the library (TorchJD's aggregator
 properties, checked on many random Gramians).
 
-Each row of ``ENTRIES`` states what a method claims; ``/work/notes/s2/weightings_table.md``
-is the same table in prose. The checks use explicit random gradient matrices ``J``
-(``[m, n]``, varied row norms and ranks) and compare *updates* ``d = Jᵀw`` (weights are
-not unique when the Gramian is singular; the update of a well-posed method is):
+Each row of ``ENTRIES`` states what a method claims; the README table "Weightings and
+their properties" is the same table for users. The checks use explicit random gradient
+matrices ``J`` (``[m, n]``, varied row norms and ranks) and compare *updates*
+``d = Jᵀw`` (weights are not unique when the Gramian is singular; the update of a
+well-posed method is):
 
 * non-conflicting: ``J d ≥ −tol`` (every task gradient has a non-negative inner product
   with the update);
@@ -18,8 +19,7 @@ not unique when the Gramian is singular; the update of a well-posed method is):
 Besides: every weighting runs under ``jax.jit`` and ``jax.vmap`` (all property batches
 go through one ``vmap``; one ``jit`` call is compared with it), float32 in gives float32
 out, bad static input raises an error naming ``gram``, and degenerate Gramians (zero,
-NaN, rank one, duplicated rows) give finite weights. Helper modules that may not exist
-yet (UPGrad, DualProj) are imported guarded.
+NaN, rank one, duplicated rows) give finite weights.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import pytest
 
 from jaxpareto.weighting.aligned_mtl import aligned_mtl, aligned_mtl_weights
 from jaxpareto.weighting.cagrad import cagrad, cagrad_weights
+from jaxpareto.weighting.dualproj import dualproj
 from jaxpareto.weighting.epo import epo
 from jaxpareto.weighting.hv_gradient import hv_gradient_weights
 from jaxpareto.weighting.imtl import imtl_g, imtl_g_weights
@@ -43,15 +44,7 @@ from jaxpareto.weighting.nash_mtl import nash_mtl, nash_mtl_weights
 from jaxpareto.weighting.pcgrad import pcgrad, pcgrad_weights
 from jaxpareto.weighting.pmtl import MAIN, pmtl_weights
 from jaxpareto.weighting.scalarization import chebyshev, linear, smooth_chebyshev
-
-try:
-    from jaxpareto.weighting.upgrad import upgrad
-except ImportError:  # helper H's module not merged yet
-    upgrad = None
-try:
-    from jaxpareto.weighting.dualproj import dualproj
-except ImportError:
-    dualproj = None
+from jaxpareto.weighting.upgrad import upgrad
 
 M = 4          # tasks in the property batches
 N = 48         # random instances per property
@@ -83,7 +76,7 @@ def _pmtl(gram, losses, pref):
 
 
 ENTRIES = [
-    Entry("mgda", lambda: mgda(), non_conflicting="all"),
+    Entry("mgda", lambda: mgda(), non_conflicting="all", min_tasks=1),
     Entry("epo", lambda: epo(), losses=True, preference=True),
     Entry("pmtl", None, losses=True, preference=True, solver=_pmtl),
     Entry("linear", lambda: linear(), preference=True, linear_task_scaling=True, validates_gram=False),
@@ -98,12 +91,10 @@ ENTRIES = [
           full_rank_only=True),
     Entry("imtl_g", lambda: imtl_g()),
     Entry("aligned_mtl", lambda: aligned_mtl()),
+    Entry("upgrad", lambda: upgrad(), non_conflicting="all", linear_task_scaling=True,
+          min_tasks=1),
+    Entry("dualproj", lambda: dualproj(), non_conflicting="all", min_tasks=1),
 ]
-if upgrad is not None:
-    ENTRIES.append(Entry("upgrad", lambda: upgrad(), non_conflicting="all", linear_task_scaling=True,
-                         min_tasks=1))
-if dualproj is not None:
-    ENTRIES.append(Entry("dualproj", lambda: dualproj(), non_conflicting="all", min_tasks=1))
 BY_NAME = {e.name: e for e in ENTRIES}
 
 
