@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import quadprog  # the oracle (dev extra)
 from scipy.optimize import minimize
 
 from jaxpareto.weighting.qp import (
@@ -27,11 +28,6 @@ from jaxpareto.weighting.qp import (
 )
 
 jax.config.update("jax_enable_x64", True)
-
-try:
-    import quadprog
-except ImportError:  # the bench extra; `make test` installs only dev
-    quadprog = None
 
 
 # ------------------------------------------------------------------------ instances
@@ -179,7 +175,6 @@ def test_matches_enumeration_oracle(problem):
                                    atol=1e-8 * scale * xs)
 
 
-@pytest.mark.skipif(quadprog is None, reason="quadprog not installed (bench extra)")
 def test_matches_quadprog_on_positive_definite_lower_bounds():
     # TorchJD's use: 8 Gramians × the M rows u = e_i, each solved by quadprog.
     rng = np.random.default_rng(11)

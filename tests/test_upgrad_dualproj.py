@@ -13,16 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import quadprog  # the oracle (dev extra)
 
 from jaxpareto.weighting.dualproj import DualProjResult, dualproj, dualproj_weights
 from jaxpareto.weighting.upgrad import UPGradResult, UPGradState, upgrad, upgrad_weights
 
 jax.config.update("jax_enable_x64", True)
-
-try:
-    import quadprog
-except ImportError:
-    quadprog = None
 
 M, K = 5, 48
 
@@ -99,7 +95,6 @@ def test_upgrad_and_dualproj_match_enumeration():
         np.testing.assert_allclose(g @ np.asarray(dp.weights[i]), ref_dp, atol=1e-8 * scale)
 
 
-@pytest.mark.skipif(quadprog is None, reason="quadprog not installed (bench extra)")
 @pytest.mark.parametrize("reg_eps", [pytest.param(0.0, marks=pytest.mark.slow), 1e-4])
 def test_matches_quadprog_and_torchjd_regularisation(reg_eps):
     rng = np.random.default_rng(2)
