@@ -29,6 +29,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # which beats stacking the rows into one [m, n] operand up to about this size (measured
 # in benchmarks/scaling.py); past it the rows are stacked for one matrix product.
 ROWS_MAX_TASKS = 16
+ROW_GRAM_MAX_TASKS = 16
 
 
 def row_layout() -> bool:
@@ -252,7 +253,7 @@ def gramian(jac: Any) -> jax.Array:
     dtype = jnp.result_type(*leaves)
     rows = [_rows_of(leaf) for leaf in leaves]
     total = None
-    if all(r is not None for r in rows):
+    if m <= ROW_GRAM_MAX_TASKS and all(r is not None for r in rows):
         return _rows_gram(rows, m, dtype)
     for leaf in leaves:
         g = _leaf_gram(leaf.astype(dtype))
