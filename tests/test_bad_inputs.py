@@ -336,16 +336,10 @@ def _():
 
 @case("m1-raises")
 def _():
-    with pytest.raises(ValueError, match="`num_tasks` must be an int >= 2"):
-        jp.mgda(num_tasks=1).init({"w": jnp.ones(N)})
-    with pytest.raises(ValueError, match="`preference` must have m >= 2"):
-        jp.epo(jnp.ones(1))
-    with pytest.raises(ValueError, match="`preferences` must be"):
-        jp.pmtl(jnp.ones((2, 1)), 0)
-    with pytest.raises(ValueError, match="`gram` has m=1 tasks"):
-        jp.min_norm_weights(jnp.ones((1, 1)))
-    with pytest.raises(ValueError, match="`gram` has m=1 tasks"):
-        jp.epo_weights(jnp.ones((1, 1)), jnp.ones(1), jnp.ones(1))
+    # Every weighting accepts one task (case m1-scalarization); only the methods that
+    # need a front (continuation, hypernetworks) still need m >= 2, and m = 0 never works.
+    with pytest.raises(ValueError, match="`num_tasks` must be an int >= 1"):
+        jp.weighting.mgda().init(0)
     with pytest.raises(ValueError, match="continuation needs m >= 2"):
         jp.ppe.corrector(lambda p: jnp.sum(p**2)[None], jnp.ones(2), steps=1)
     with pytest.raises(ValueError, match="`num_tasks` must be >= 2"):
@@ -635,7 +629,10 @@ def _():
 def _():
     params = {"w": jnp.ones(N)}
     g = jnp.asarray(G_GOOD[:1])
-    for tx in (jp.linear(num_tasks=1), jp.chebyshev(jnp.ones(1))):
+    for tx in (jp.linear(num_tasks=1), jp.chebyshev(jnp.ones(1)), jp.mgda(num_tasks=1),
+               jp.epo(jnp.ones(1)), jp.pmtl(jnp.ones((2, 1)), 0),
+               jp.aggregate(jp.weighting.upgrad(), num_tasks=1),
+               jp.aggregate(jp.weighting.cagrad(), num_tasks=1)):
         upd, state = jax.jit(lambda j: tx.update(j, tx.init(params), params, value=jnp.ones(1)))(
             {"w": g})
         np.testing.assert_array_equal(upd["w"], g[0])

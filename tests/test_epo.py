@@ -431,7 +431,6 @@ _G, _L, _R = np.eye(3), np.ones(3), np.ones(3)
     [
         ((np.ones((3, 2)), _L, _R), {}, ValueError, "`gram`"),
         ((np.ones(3), _L, _R), {}, ValueError, "`gram`"),
-        ((np.ones((1, 1)), np.ones(1), np.ones(1)), {}, ValueError, "`gram`"),
         ((np.eye(3, dtype=int), _L, _R), {}, TypeError, "`gram`"),
         ((_G, np.ones(2), _R), {}, ValueError, "`losses`"),
         ((_G, np.ones((3, 1)), _R), {}, ValueError, "`losses`"),

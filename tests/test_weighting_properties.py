@@ -64,7 +64,7 @@ class Entry:
     scale_degree: int | None = 0
     linear_task_scaling: bool = False
     validates_gram: bool = True
-    min_tasks: int = 2  # init(num_tasks) below this must raise
+    min_tasks: int = 1  # init(num_tasks) below this must raise (m = 1 is allowed everywhere)
     full_rank_only: bool = False  # properties hold where a solution exists (full rank)
     solver: Callable | None = None  # (gram, losses, pref) -> weights, instead of make
 

@@ -38,7 +38,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches, factory_preference
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    factory_preference,
+    full_precision,
+)
 
 __all__ = ["AlignedMtlResult", "AlignedMtlState", "aligned_mtl", "aligned_mtl_weights"]
 
@@ -83,7 +89,8 @@ def aligned_mtl_weights(
     """Aligned-MTL weights ``α = √λ_s V_r Λ_r^{-1/2} V_rᵀ w`` (see module docstring).
 
     Args:
-      gram: ``[m, m]`` task Gramian, ``m ≥ 2``.
+      gram: ``[m, m]`` task Gramian, ``m ≥ 1`` (``m = 1``: the weight 1, the
+        update is the gradient).
       preference: ``[m]`` positive task preference ``w`` (normalised to sum 1); default
         ``1/m``. A traced invalid preference is replaced by ``1/m`` (flagged
         ``degenerate``).
@@ -92,7 +99,7 @@ def aligned_mtl_weights(
     Returns:
       :class:`AlignedMtlResult`; float fields in the dtype of ``gram``.
     """
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     scale_mode = _check_scale_mode(scale_mode)
     m = gram.shape[0]
     dtype = working_dtype(gram)
@@ -162,8 +169,7 @@ def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min")
     num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> AlignedMtlState:
-        if isinstance(num_tasks_, bool) or not isinstance(num_tasks_, int) or num_tasks_ < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks_!r}.")
+        num_tasks_ = check_num_tasks(num_tasks_)
         if num_tasks is not None and num_tasks_ != num_tasks:
             raise ValueError(f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}.")
         return AlignedMtlState(
@@ -174,7 +180,7 @@ def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min")
 
     def update(gram, state, *, losses=None, preference=None):
         del losses
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         r = default if preference is None else preference
         res = aligned_mtl_weights(gram, r, scale_mode=scale_mode)

@@ -9,6 +9,7 @@ carried through ``jax.lax.scan``.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
@@ -71,6 +72,24 @@ def check_state_matches(gram: jax.Array, state: NamedTuple) -> None:
             f"`gram` has m={gram.shape[0]} tasks but the state holds "
             f"{state.weights.shape[0]} weights."
         )
+
+
+def check_num_tasks(num_tasks) -> int:
+    """A weighting's ``init`` argument: a static int ``>= 1`` (one task is allowed
+    everywhere: its weight is 1 and the update is the gradient)."""
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, numbers.Integral) or num_tasks < 1:
+        raise ValueError(f"`num_tasks` must be an int >= 1, got {num_tasks!r}.")
+    return int(num_tasks)
+
+
+def single_task(gram: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """The ``m = 1`` answer shared by every weighting: ``(weights [1] = 1, finite)``.
+
+    With one task every method reduces to the gradient itself (``Δ_1 = {1}``; the
+    projections, balances and dual problems are trivial), so the weight is 1 whatever
+    the Gramian; ``finite`` says whether the Gramian was usable for the status flags.
+    """
+    return jnp.ones((1,), dtype), jnp.all(jnp.isfinite(gram))
 
 
 def factory_preference(preference):

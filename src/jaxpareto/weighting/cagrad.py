@@ -28,9 +28,14 @@ positive root exists (``0 ∈ P`` and ``F ≥ 0``: a Pareto-stationary point), `
 ``g_w → 0``.
 
 Conventions (TorchJD ``CAGradWeighting`` and the authors' code). When
-``‖g_w*‖ < norm_eps · ‖G‖_F`` (TorchJD's test on the trace-normalized Gramian) the point
-is treated as Pareto-stationary and the weights are zero (TorchJD; the authors' code
-would divide by ``‖g_w‖ + 1e-8``); ``stationary`` is set. ``rescale`` follows the
+``‖g_w*‖ < norm_eps · Σ_i w*_i ‖g_i‖`` (``g_w*`` cancels at the level ``norm_eps`` of
+the gradients it combines), or when ``d*`` itself is such a cancellation, the point is
+treated as Pareto-stationary and the weights
+are zero (TorchJD; the authors' code would divide by ``‖g_w‖ + 1e-8``); ``stationary``
+is set. TorchJD compares ``‖g_w*‖`` with ``‖G‖_F`` of the trace-normalised Gramian
+instead, which depends on the largest gradient: a task whose gradient is 1e-5 of
+another's then gives a zero update although nothing conflicts; this test is scale-free.
+``m = 1`` returns the weight 1 (the update is the gradient, whatever ``c``). ``rescale`` follows the
 authors' code: ``0`` returns ``d*`` (the paper's Algorithm 1 and TorchJD), ``1``
 divides by ``1 + c²`` (the authors' default), ``2`` by ``1 + c``.
 
@@ -50,7 +55,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    single_task,
+)
 from jaxpareto.weighting.min_norm import min_norm_weights
 
 __all__ = ["CagradResult", "CagradState", "cagrad", "cagrad_weights"]
@@ -111,7 +122,7 @@ def cagrad_weights(
     Returns:
       :class:`CagradResult`; float fields in the dtype of ``gram``.
     """
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     c, rescale, norm_eps = _check_options(c, rescale, norm_eps)
     divisor = (1.0, 1.0 + c * c, 1.0 + c)[rescale]
     dtype = working_dtype(gram)
@@ -128,6 +139,11 @@ def _cagrad(gram, options) -> CagradResult:
     m = gram.shape[0]
     out_dtype = gram.dtype
     dtype = working_dtype(gram)
+    if m == 1:
+        w1, finite1 = single_task(gram, dtype)
+        obj = jnp.where(finite1, gram[0, 0].astype(dtype), 0)
+        return CagradResult(w1.astype(out_dtype), w1.astype(out_dtype), obj.astype(out_dtype),
+                            jnp.asarray(False), ~finite1)
     cm = gram.astype(dtype)
     cm = 0.5 * (cm + cm.T)
     finite = jnp.all(jnp.isfinite(cm))
@@ -157,10 +173,18 @@ def _cagrad(gram, options) -> CagradResult:
     _, hi = jax.lax.fori_loop(0, steps, halve, (jnp.zeros((), dtype), 1 / safe_rho))
     w = jnp.where(active, _projection_weights(cs, hi), mean)
     gw_norm = jnp.sqrt(jnp.maximum(w @ cs @ w, 0))
-    trace = jnp.sum(jnp.diagonal(cs))
-    stationary = active & (gw_norm < norm_eps * jnp.sqrt(trace))
+    # Scale-free stationarity: g_w is a cancellation at the level norm_eps of the
+    # gradients it combines (‖g_w‖ ≤ Σ w_i ‖g_i‖ always), not merely short next to the
+    # largest gradient.
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(cs), 0))
     lam = safe_rho / jnp.where(gw_norm > 0, gw_norm, 1)
     weights = jnp.where(active, mean + lam * w, mean)
+    # The same test on the update d* itself: at a stationary point where the ball
+    # touches 0 (e.g. c = 1 with collinear opposed gradients) every root of ψ gives
+    # d* = g_0 − g_0, a cancellation left as rounding noise magnified by λ.
+    d_norm = jnp.sqrt(jnp.maximum(weights @ cs @ weights, 0))
+    stationary = active & ((gw_norm < norm_eps * (w @ norms))
+                           | (d_norm < norm_eps * (jnp.abs(weights) @ norms)))
     weights = jnp.where(stationary, 0, weights)
     # At a stationary point the zero update attains the optimal value F* = F(0) = 0.
     objective = jnp.where(active, w @ cs @ mean + rho * gw_norm, mean @ cs @ mean) * scale
@@ -192,8 +216,7 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
     c, rescale, norm_eps = _check_options(c, rescale, norm_eps)
 
     def init(num_tasks: int, dtype=jnp.float32) -> CagradState:
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        num_tasks = check_num_tasks(num_tasks)
         return CagradState(
             weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
             objective=jnp.zeros((), dtype),
@@ -203,7 +226,7 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = cagrad_weights(gram, c, rescale=rescale, norm_eps=norm_eps)
         weights = res.weights.astype(state.weights.dtype)

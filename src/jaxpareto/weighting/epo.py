@@ -77,7 +77,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, factory_preference
+from jaxpareto.weighting.base import Weighting, check_num_tasks, factory_preference
 from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
 from jaxpareto.weighting.base import full_precision
@@ -189,8 +189,8 @@ def epo_weights(
       (the preference is cast to it; half precision is solved in float32 and cast back).
 
     Raises:
-      ValueError / TypeError at trace time (naming the argument) for a non-square or
-      ``m < 2`` Gramian, wrongly shaped losses or preference, a concrete preference that
+      ValueError / TypeError at trace time (naming the argument) for a non-square
+      Gramian, wrongly shaped losses or preference, a concrete preference that
       is non-finite or not positive, or a bad option.
     """
     _check_options(eps, adjustment, descent, fallback)
@@ -198,7 +198,7 @@ def epo_weights(
         isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1
     ):
         raise ValueError(f"`max_iter` must be a positive int or None, got {max_iter!r}.")
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     m = gram.shape[0]
     losses = check_vector(losses, m, "losses")
     preference = check_preference(preference, m)
@@ -398,13 +398,10 @@ def epo(
     """
     _check_options(eps, adjustment, descent, fallback)
     default = factory_preference(preference)
-    if default is not None and default.shape[0] < 2:
-        raise ValueError(f"`preference` must have m >= 2 entries, got {default.shape}.")
     num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> EpoState:
-        if isinstance(num_tasks_, bool) or not isinstance(num_tasks_, int) or num_tasks_ < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks_!r}.")
+        num_tasks_ = check_num_tasks(num_tasks_)
         if num_tasks is not None and num_tasks_ != num_tasks:
             raise ValueError(
                 f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
@@ -423,7 +420,7 @@ def epo(
     def update(gram, state, *, losses=None, preference=None):
         if losses is None:
             raise ValueError("`losses` ([m] task losses) is required by the EPO weighting.")
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         m = gram.shape[0]
         if preference is None:
             preference = default if default is not None else jnp.ones((m,), jnp.result_type(gram))

@@ -77,9 +77,9 @@ def _check_normalization(normalization) -> str:
 
 def _check_losses_reference(losses, reference):
     losses = check_float(losses, "losses")
-    if losses.ndim != 2 or losses.shape[0] < 1 or losses.shape[1] < 2:
+    if losses.ndim != 2 or losses.shape[0] < 1 or losses.shape[1] < 1:
         raise ValueError(
-            f"`losses` must be a [K, m] matrix (K solutions, m >= 2 objectives), got shape {losses.shape}."
+            f"`losses` must be a [K, m] matrix (K solutions, m >= 1 objectives), got shape {losses.shape}."
         )
     m = losses.shape[1]
     reference = check_float(reference, "reference")
@@ -204,8 +204,8 @@ def hv_gradient(
     ``preference`` is ignored.
     """
     reference = check_float(reference, "reference")
-    if reference.ndim != 1 or reference.shape[0] < 2:
-        raise ValueError(f"`reference` must be a vector [m] with m >= 2, got shape {reference.shape}.")
+    if reference.ndim != 1 or reference.shape[0] < 1:
+        raise ValueError(f"`reference` must be a vector [m] with m >= 1, got shape {reference.shape}.")
     normalization = _check_normalization(normalization)
     m = reference.shape[0]
     if axis_name is None and num_solutions is not None and (

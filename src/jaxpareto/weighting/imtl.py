@@ -18,8 +18,15 @@ conditions ``gᵀu_i = const`` read ``(C α)_i = t ‖g_i‖``: with ``n_i = √
 of the gradients with ``u_iᵀ (Gᵀv) = 1`` for all ``i``. For full-rank gradients this is
 the paper's closed form.
 
-Pseudo-inverse: eigen-decomposition of ``C / max_i C_ii``, eigenvalues below
-``m · ε · λ_max`` treated as zero (``numpy.linalg.pinv``'s default cut-off).
+Scale. With ``N = diag(n)`` the conditions read ``K z = 1`` for ``K = N⁻¹CN⁻¹`` (unit
+diagonal) and ``z = N v``; the solve is ``z = K⁺1``, ``v = N⁻¹z``. ``K`` carries only
+the angles between the gradients, so norm ratios of 1e8 (which square into ``C``'s
+condition number) cost no accuracy, and the update ``Σ z_i g_i / n_i`` is the same
+minimum-norm vector of the span. A zero gradient keeps ``n_i = 1`` (its row of ``K`` is
+zero and ``z_i = 0``). ``m = 1`` gives the weight 1.
+
+Pseudo-inverse: eigen-decomposition of ``K``, eigenvalues below ``m · ε · λ_max``
+treated as zero (``numpy.linalg.pinv``'s default cut-off).
 
 Properties (checked in ``tests/test_weighting_properties.py``): permutation invariant;
 weights unchanged when every gradient is multiplied by one positive factor; the update
@@ -39,7 +46,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    single_task,
+)
 
 __all__ = ["ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights"]
 
@@ -75,12 +88,12 @@ def imtl_g_weights(gram: jax.Array) -> ImtlResult:
     """IMTL-G weights ``α = C⁺n / Σ(C⁺n)``, ``n_i = √C_ii`` (see module docstring).
 
     Args:
-      gram: ``[m, m]`` task Gramian, ``m ≥ 2``.
+      gram: ``[m, m]`` task Gramian, ``m ≥ 1``.
 
     Returns:
       :class:`ImtlResult`; float fields in the dtype of ``gram``.
     """
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     return _imtl_g(jax.lax.stop_gradient(gram))
 
 
@@ -91,17 +104,39 @@ def _imtl_g(gram) -> ImtlResult:
     m = gram.shape[0]
     out_dtype = gram.dtype
     dtype = working_dtype(gram)
+    if m == 1:
+        w1, finite1 = single_task(gram, dtype)
+        usable1 = finite1 & (gram[0, 0] > 0)
+        proj = jnp.sqrt(jnp.where(usable1, gram[0, 0], 0).astype(dtype))
+        return ImtlResult(w1.astype(out_dtype), usable1.astype(jnp.int32),
+                          proj.astype(out_dtype), ~finite1)
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
     finite = jnp.all(jnp.isfinite(c))
     scale = jnp.max(jnp.diagonal(c))
     usable = finite & (scale > jnp.finfo(dtype).tiny)
-    # Weights are invariant to a common scale: solve on max diag = 1 for conditioning.
+    # Weights are invariant to a common scale: max diag = 1 first (no overflow), then
+    # each task on its own scale: C v = n  ⇔  K z = 1 with K = N⁻¹CN⁻¹, z = N v. K has a
+    # unit diagonal, so gradient norms spread over 1e8 cost no accuracy (C itself has
+    # the squared spread in its condition number); only the angles between the
+    # gradients condition K. A zero gradient keeps n_i = 1: its row of K is zero, z_i = 0.
     c = jnp.where(usable, c / jnp.where(usable, scale, 1), jnp.eye(m, dtype=dtype))
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(c), 0))
-    v, rank = _pinv_apply(c, norms)
-    total = jnp.sum(v)
+    diag = jnp.diagonal(c)
+    pos = diag > jnp.finfo(dtype).tiny
+    n = jnp.where(pos, jnp.sqrt(jnp.where(pos, diag, 1)), 1)
+    k = c / n[:, None] / n[None, :]
+    k = 0.5 * (k + k.T)
+    ones = pos.astype(dtype)
+    z, rank = _pinv_apply(k, ones)
+    # The scaled solve is exact when K z = 1 has a solution (always for independent
+    # gradients; then the update is unique). When it has none (dependent gradients with
+    # no equal-projection update), the answer is the least-squares choice of the
+    # definition, C⁺n in C's own metric (TorchJD), which the scaling would change.
     eps = jnp.finfo(dtype).eps
+    consistent = jnp.max(jnp.abs(k @ z - ones)) <= 64 * m * eps * (1 + jnp.max(jnp.abs(z)))
+    v = jax.lax.cond(consistent, lambda: z / n,
+                     lambda: _pinv_apply(c, jnp.sqrt(jnp.maximum(diag, 0)))[0])
+    total = jnp.sum(v)
     ok = usable & jnp.all(jnp.isfinite(v)) & (jnp.abs(total) > 8 * m * eps * jnp.sum(jnp.abs(v)))
     weights = jnp.where(ok, v / jnp.where(ok, total, 1), 0)
     # gᵀu_i = (Cα)_i / √C_ii = 1/Σv on the scaled Gramian; back to the input scale.
@@ -127,8 +162,7 @@ def imtl_g() -> Weighting:
     returns :func:`imtl_g_weights` (``losses`` and ``preference`` are ignored)."""
 
     def init(num_tasks: int, dtype=jnp.float32) -> ImtlState:
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        num_tasks = check_num_tasks(num_tasks)
         return ImtlState(
             weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
             rank=jnp.zeros((), jnp.int32),
@@ -137,7 +171,7 @@ def imtl_g() -> Weighting:
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = imtl_g_weights(gram)
         weights = res.weights.astype(state.weights.dtype)

@@ -55,7 +55,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    single_task,
+)
 
 __all__ = ["NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights"]
 
@@ -137,6 +143,17 @@ def _newton(c: jax.Array, alpha0: jax.Array, max_iter: jax.Array, tol: float):
     return out.alpha, out.it
 
 
+def _single(gram, max_norm, dtype, out_dtype) -> NashMtlResult:
+    """``m = 1``: the weight 1 (the update is the gradient), clipped to ``max_norm``."""
+    w, finite = single_task(gram, dtype)
+    norm = jnp.sqrt(jnp.maximum(jnp.where(finite, gram[0, 0], 0), 0)).astype(dtype)
+    clipped = finite & (norm > max_norm)
+    w = jnp.where(clipped, w * (max_norm / jnp.where(clipped, norm, 1)), w)
+    zero = jnp.zeros((), out_dtype)
+    return NashMtlResult(w.astype(out_dtype), zero, jnp.zeros((), jnp.int32), finite,
+                         clipped, ~finite)
+
+
 @full_precision
 def nash_mtl_weights(
     gram: jax.Array,
@@ -148,7 +165,8 @@ def nash_mtl_weights(
     """Nash-MTL weights: the solution ``α > 0`` of ``Cα = 1/α`` (Navon et al. 2022, Thm 5.1).
 
     Args:
-      gram: ``[m, m]`` task Gramian, ``m ≥ 2``.
+      gram: ``[m, m]`` task Gramian, ``m ≥ 1`` (``m = 1``: the weight 1, the
+        update is the gradient, clipped to ``max_norm`` if given).
       max_iter: Newton iteration cap (static).
       max_norm: ``None`` (no clipping) or a positive bound on ``‖Gᵀα‖`` (the authors'
         and TorchJD's ``max_norm``, default 1 there).
@@ -159,7 +177,7 @@ def nash_mtl_weights(
     Returns:
       :class:`NashMtlResult`; float fields in the dtype of ``gram``.
     """
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     max_iter, max_norm = _check_options(max_iter, max_norm)
     m = gram.shape[0]
     if init is None:
@@ -178,6 +196,8 @@ def _nash_mtl(gram, init, max_iter, max_norm) -> NashMtlResult:
     m = gram.shape[0]
     out_dtype = gram.dtype
     dtype = working_dtype(gram)
+    if m == 1:
+        return _single(gram, max_norm, dtype, out_dtype)
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
     finite = jnp.all(jnp.isfinite(c))
@@ -240,8 +260,7 @@ def nash_mtl(*, max_iter: int = 20, max_norm: float | None = None, warm_start: b
     max_iter, max_norm = _check_options(max_iter, max_norm)
 
     def init(num_tasks: int, dtype=jnp.float32) -> NashMtlState:
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        num_tasks = check_num_tasks(num_tasks)
         return NashMtlState(
             # Non-positive weights mean "no warm start yet".
             weights=jnp.zeros((num_tasks,), dtype),
@@ -253,7 +272,7 @@ def nash_mtl(*, max_iter: int = 20, max_norm: float | None = None, warm_start: b
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = nash_mtl_weights(
             gram, max_iter=max_iter, max_norm=max_norm,

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_gram, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches
+from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches, full_precision
 
 __all__ = ["PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights"]
 
@@ -110,7 +110,8 @@ def pcgrad_weights(
     """PCGrad weights from the Gramian (Yu et al. 2020, Algorithm 1).
 
     Args:
-      gram: ``[m, m]`` task Gramian ``C = G Gᵀ``, ``m ≥ 2``.
+      gram: ``[m, m]`` task Gramian ``C = G Gᵀ``, ``m ≥ 1`` (``m = 1``: nothing to
+        project, the weight is 1).
       key: PRNG key for the visiting orders (one permutation per task).
       orders: ``[m, m]`` explicit visiting orders (overrides ``key``); each row a
         permutation of ``0 … m−1``. Without ``key`` and ``orders`` the identity order
@@ -120,7 +121,7 @@ def pcgrad_weights(
     Returns:
       :class:`PcgradResult`; float fields in the dtype of ``gram``.
     """
-    gram = check_gram(gram, "gram", min_tasks=2)
+    gram = check_gram(gram, "gram", min_tasks=1)
     reduction = _check_reduction(reduction)
     m = gram.shape[0]
     if orders is not None:
@@ -212,8 +213,7 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
     default_key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed
 
     def init(num_tasks: int, dtype=jnp.float32, *, key=None) -> PcgradState:
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 2:
-            raise ValueError(f"`num_tasks` must be an int >= 2, got {num_tasks!r}.")
+        num_tasks = check_num_tasks(num_tasks)
         fill = 1.0 if reduction == "sum" else 1.0 / num_tasks
         return PcgradState(
             weights=jnp.full((int(num_tasks),), fill, dtype),
@@ -224,7 +224,7 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
-        gram = check_gram(gram, "gram", min_tasks=2)
+        gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         key, sub = jax.random.split(state.key)
         res = pcgrad_weights(gram, sub, reduction=reduction)

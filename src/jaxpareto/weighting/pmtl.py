@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.base import Weighting, single_task
 from jaxpareto.weighting.base import full_precision
 
 INIT, MAIN = 0, 1
@@ -74,9 +74,9 @@ def _unit_rows(preferences: jax.Array) -> jax.Array:
 
 def _check_preferences(preferences, index):
     preferences = check_float(jnp.asarray(preferences, dtype=jnp.result_type(float)), "preferences")
-    if preferences.ndim != 2 or preferences.shape[0] < 1 or preferences.shape[1] < 2:
+    if preferences.ndim != 2 or preferences.shape[0] < 1 or preferences.shape[1] < 1:
         raise ValueError(
-            f"`preferences` must be [K, m] with K >= 1 and m >= 2, got {preferences.shape}."
+            f"`preferences` must be [K, m] with K >= 1 and m >= 1, got {preferences.shape}."
         )
     if is_concrete(index):
         idx = np.asarray(index)
@@ -123,7 +123,7 @@ def pmtl_weights(
     """
     from jaxpareto.weighting.min_norm import min_norm_weights
 
-    gram = check_gram(gram)
+    gram = check_gram(gram, min_tasks=1)
     m = gram.shape[0]
     preferences = _check_preferences(preferences, index)
     if preferences.shape[1] != m:
@@ -133,6 +133,13 @@ def pmtl_weights(
         raise ValueError(f"`eps` must be >= 0, got {eps!r}.")
     dtype = working_dtype(gram, losses)
     gram, losses = gram.astype(dtype), losses.astype(dtype)
+    if m == 1:
+        # One task: every reference vector is the same ray, every sub-region the whole
+        # space; the weight is 1 (the update is the gradient).
+        ones, finite = single_task(gram, dtype)
+        k = preferences.shape[0]
+        return PmtlResult(ones, jnp.zeros((k,), bool), jnp.asarray(True),
+                          jnp.where(finite, gram[0, 0], 0), ~finite)
     u = _unit_rows(preferences.astype(dtype))
     w = u - u[index]                                   # [K, m]; row k is zero
     g_val = w @ losses                                 # G_j, eq. 7
@@ -239,7 +246,7 @@ def pmtl(
         del preference
         if losses is None:
             raise ValueError("`losses` is required by the pmtl weighting (pass value=losses).")
-        gram = check_gram(gram)
+        gram = check_gram(gram, min_tasks=1)
         losses = check_vector(jnp.asarray(losses), gram.shape[0], "losses")
         # Feasible or out of budget: leave the initialisation for good.
         u = _unit_rows(preferences.astype(working_dtype(gram, losses)))
