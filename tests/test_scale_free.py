@@ -1,0 +1,442 @@
+"""Scale-free solvers: gradients whose norms differ by up to 1e8, m = 1, float32.
+
+Every assertion is against an oracle that does not use the code under test: exact
+rational support enumeration (MGDA), quadprog on the primal problem in parameter space
+(DualProj, UPGrad) or on the Jacobi-scaled simplex QP (MGDA), a dense search on the
+ball (CAGrad), and properties checked on the Jacobian itself (non-conflict, equal
+projections, KKT conditions).
+"""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxpareto as jp
+from jaxpareto import weighting as W
+
+quadprog = pytest.importorskip("quadprog")
+
+DTYPES = [np.float64, np.float32]
+# Tolerances on dimensionless (cosine-like) quantities, per dtype.
+COS_TOL = {np.float64: 1e-9, np.float32: 1e-5}
+
+
+def _jit(fn):
+    return jax.jit(fn)
+
+
+def scaled_jacobian(rng, m, n, spread=4.0):
+    """``m`` random directions in ``ℝⁿ`` with per-task norms ``10^U(−spread, spread)``."""
+    g = rng.standard_normal((m, n))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    return g * (10.0 ** rng.uniform(-spread, spread, m))[:, None]
+
+
+def gram_of(jac, dtype):
+    return jnp.asarray(jac @ jac.T, dtype)
+
+
+def cosines(jac, d):
+    """``⟨g_i, d⟩ / (‖g_i‖ ‖d‖)``, from the Jacobian (not the Gramian path)."""
+    return (jac @ d) / (np.linalg.norm(jac, axis=1) * np.linalg.norm(d))
+
+
+# ------------------------------------------------------------------------------ oracles
+
+
+def exact_min_norm(jac):
+    """Exact ``argmin_{β∈Δ} ‖Jᵀβ‖²`` by support enumeration in rational arithmetic.
+
+    The rows are converted to Fractions exactly (every float is a rational), so the
+    Gramian, the KKT systems and the optimality test are exact. Small ``m`` only.
+    """
+    m = jac.shape[0]
+    rows = [[Fraction(float(x)) for x in r] for r in jac]
+    c = [[sum(a * b for a, b in zip(rows[i], rows[j])) for j in range(m)] for i in range(m)]
+    best = None
+    for k in range(1, m + 1):
+        for sup in itertools.combinations(range(m), k):
+            beta = _affine_solve(c, sup)
+            if beta is None or any(b < 0 for b in beta):
+                continue
+            g = [sum(c[i][j] * beta[j] for j in range(m)) for i in range(m)]
+            v = sum(beta[i] * g[i] for i in range(m))
+            if all(gi >= v for gi in g) and (best is None or v < best[0]):
+                best = (v, beta)
+    assert best is not None
+    return np.array([float(b) for b in best[1]]), float(best[0])
+
+
+def _affine_solve(c, sup):
+    """``C_SS β_S = v 1, Σ β_S = 1`` exactly; ``None`` when singular."""
+    k = len(sup)
+    # Unknowns (β_S, v): rows C_SS β − v 1 = 0 and 1ᵀβ = 1.
+    a = [[c[i][j] for j in sup] + [Fraction(-1)] + [Fraction(0)] for i in sup]
+    a.append([Fraction(1)] * k + [Fraction(0)] + [Fraction(1)])
+    n = k + 1
+    for col in range(n):
+        piv = next((r for r in range(col, n) if a[r][col] != 0), None)
+        if piv is None:
+            return None
+        a[col], a[piv] = a[piv], a[col]
+        for r in range(n):
+            if r != col and a[r][col] != 0:
+                f = a[r][col] / a[col][col]
+                a[r] = [x - f * y for x, y in zip(a[r], a[col])]
+    sol = [a[r][n] / a[r][r] for r in range(n)]
+    beta = [Fraction(0)] * len(c)
+    for idx, i in enumerate(sup):
+        beta[i] = sol[idx]
+    return beta
+
+
+def quadprog_min_norm(jac):
+    """``argmin_{β∈Δ} ‖Jᵀβ‖²`` by quadprog on ``z = N β`` (``N = diag ‖g_i‖``):
+    ``min ½ zᵀKz`` with ``K`` the Gram matrix of the unit rows, ``Σ z_i / n_i = 1``,
+    ``z ≥ 0`` — a well-conditioned problem whatever the norms."""
+    n = np.linalg.norm(jac, axis=1)
+    u = jac / n[:, None]
+    k = u @ u.T
+    m = jac.shape[0]
+    a = np.column_stack([1 / n / np.max(1 / n), np.eye(m)])
+    b = np.concatenate([[1 / np.max(1 / n)], np.zeros(m)])
+    z = quadprog.solve_qp(k + 1e-14 * np.eye(m), np.zeros(m), a, b, meq=1)[0]
+    beta = np.maximum(z / n, 0)
+    return beta / beta.sum()
+
+
+def quadprog_project_dual_cone(jac, x):
+    """``argmin_d ‖d − x‖²`` s.t. ``⟨g_i, d⟩ ≥ 0`` (rows normalised: same cone), in ℝⁿ."""
+    u = jac / np.linalg.norm(jac, axis=1, keepdims=True)
+    n = jac.shape[1]
+    return quadprog.solve_qp(np.eye(n), x, u.T, np.zeros(jac.shape[0]), meq=0)[0]
+
+
+def ball_search(jac, c):
+    """CAGrad primal (eq. 4) in ℝ²: ``max_{‖d − g0‖ ≤ c‖g0‖} min_i ⟨g_i, d⟩``.
+
+    The maximum of a concave piecewise-linear function on a ball is on its boundary
+    unless ``0 ∈ conv{g_i}``; a dense grid on the circle then golden-section refinement.
+    Objective values are divided by ``max_i ‖g_i‖`` only for the search (exact maximiser
+    is unchanged)."""
+    g0 = jac.mean(axis=0)
+    rho = c * np.linalg.norm(g0)
+
+    def f(t):
+        d = g0[None, :] + rho * np.stack([np.cos(t), np.sin(t)], axis=-1)
+        return np.min(d @ jac.T, axis=-1)
+
+    t = np.linspace(-np.pi, np.pi, 200_001)
+    k = int(np.argmax(f(t)))
+    lo, hi = t[max(k - 1, 0)], t[min(k + 1, t.size - 1)]
+    phi = (np.sqrt(5) - 1) / 2
+    for _ in range(200):
+        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
+        if f(np.array(a)) < f(np.array(b)):
+            lo = a
+        else:
+            hi = b
+    tt = 0.5 * (lo + hi)
+    d = g0 + rho * np.array([np.cos(tt), np.sin(tt)])
+    return d, float(f(np.array(tt)).reshape(-1)[0])
+
+
+# ------------------------------------------------------------------------------ m = 1
+
+SOLVERS_M1 = {
+    "min_norm": lambda c: W.min_norm_weights(c),
+    "min_norm_fw": lambda c: W.min_norm_weights(c, method="frank_wolfe"),
+    "upgrad": lambda c: W.upgrad_weights(c),
+    "dualproj": lambda c: W.dualproj_weights(c),
+    "pcgrad": lambda c: W.pcgrad_weights(c),
+    "cagrad": lambda c: W.cagrad_weights(c, 0.5),
+    "nash_mtl": lambda c: W.nash_mtl_weights(c),
+    "imtl_g": lambda c: W.imtl_g_weights(c),
+    "aligned_mtl": lambda c: W.aligned_mtl_weights(c),
+    "epo": lambda c: W.epo_weights(c, jnp.ones(1, c.dtype) * 0.7, jnp.ones(1)),
+    "pmtl": lambda c: W.pmtl_weights(c, jnp.ones(1, c.dtype), jnp.ones((3, 1)), 1),
+    "linear": lambda c: W.linear_weights(jnp.ones(1, c.dtype)),
+    "chebyshev": lambda c: W.chebyshev_weights(jnp.ones(1, c.dtype), jnp.ones(1, c.dtype)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(SOLVERS_M1))
+def test_one_task_gives_weight_one(name, dtype):
+    fn = _jit(SOLVERS_M1[name])
+    for value in (4.0, 1e-12, 0.0):
+        res = fn(jnp.full((1, 1), value, dtype))
+        weights = res if isinstance(res, jax.Array) else res.weights
+        assert weights.shape == (1,) and weights.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(weights), [1.0])
+        if hasattr(res, "converged"):
+            assert bool(res.converged), (name, value)
+        if hasattr(res, "degenerate") and value > 0:
+            assert not bool(res.degenerate), (name, value)
+
+
+def test_one_task_hv_gradient_weights_the_best_model():
+    losses = jnp.array([[1.0], [2.0], [4.0]])
+    res = _jit(lambda l: W.hv_gradient_weights(l, jnp.array([3.0])))(losses)
+    # HV = z − min_k l_k: only the best model moves, with weight 1.
+    np.testing.assert_array_equal(np.asarray(res.weights), [[1.0], [0.0], [0.0]])
+
+
+FACTORIES_M1 = {
+    "mgda": lambda: jp.mgda(num_tasks=1),
+    "upgrad": lambda: jp.aggregate(W.upgrad(), num_tasks=1),
+    "dualproj": lambda: jp.aggregate(W.dualproj(), num_tasks=1),
+    "pcgrad": lambda: jp.aggregate(W.pcgrad(), num_tasks=1),
+    "cagrad": lambda: jp.aggregate(W.cagrad(0.5), num_tasks=1),
+    "nash_mtl": lambda: jp.aggregate(W.nash_mtl(), num_tasks=1),
+    "imtl_g": lambda: jp.aggregate(W.imtl_g(), num_tasks=1),
+    "aligned_mtl": lambda: jp.aggregate(W.aligned_mtl(), num_tasks=1),
+    "epo": lambda: jp.epo(jnp.ones(1)),
+    "pmtl": lambda: jp.pmtl(jnp.ones((2, 1)), 0),
+    "linear": lambda: jp.linear(num_tasks=1),
+    "chebyshev": lambda: jp.chebyshev(jnp.ones(1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES_M1))
+def test_one_task_transform_is_plain_gradient_descent(name):
+    params = {"w": jnp.arange(5.0), "b": jnp.ones(())}
+    jac = {"w": jnp.linspace(-1.0, 2.0, 5)[None], "b": jnp.full((1,), 3.0)}
+    tx = optax.chain(FACTORIES_M1[name](), optax.sgd(0.1))
+    state = tx.init(params)
+    step = jax.jit(lambda j, s: tx.update(j, s, params, value=jnp.full((1,), 0.5)))
+    for _ in range(2):  # twice: the second update starts from the carried state
+        updates, state = step(jac, state)
+        np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * np.asarray(jac["w"][0]),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(float(updates["b"]), -0.3, rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(state[0].weights), [1.0])
+
+
+# ----------------------------------------------------------------------------- MGDA
+
+ISSUE_JAC = np.array([[1.0, 0, 0], [1e-8, 1e-8, 0], [-1e-8, 2e-8, 0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mgda_issue_case_matches_exact_enumeration(dtype):
+    beta_star, _ = exact_min_norm(ISSUE_JAC)
+    np.testing.assert_allclose(beta_star, [0, 0.8, 0.2], atol=1e-15)  # the oracle itself
+    res = _jit(W.min_norm_weights)(gram_of(ISSUE_JAC, dtype))
+    atol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(np.asarray(res.weights, np.float64), beta_star, atol=atol)
+    assert bool(res.converged)
+    # The old answer [0, 1, 0] is far from optimal on the scale of the small tasks, and
+    # the residual says so.
+    wrong = W.kkt_residual(gram_of(ISSUE_JAC, np.float64), jnp.array([0.0, 1.0, 0.0]))
+    assert float(wrong) > 0.1
+
+
+def _check_min_norm_kkt(jac, beta, tol):
+    """KKT of the simplex QP from the Jacobian: β ∈ Δ; ⟨g_i, d⟩ ≥ ‖d‖² on every task's
+    own scale, with equality on the support."""
+    assert np.all(beta >= 0) and abs(beta.sum() - 1) <= 10 * tol
+    d = jac.T @ beta
+    n = np.linalg.norm(jac, axis=1)
+    nbar = beta @ n
+    slack = (jac @ d - d @ d) / (nbar * (n + nbar))
+    assert np.min(slack) >= -tol, np.min(slack)
+    share = beta * n / nbar  # this task's share of the combination
+    assert np.max(share * np.abs(slack)) <= tol
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_mgda_random_spread_matches_exact_enumeration(m, dtype):
+    rng = np.random.default_rng(10 + m)
+    fn = _jit(W.min_norm_weights)
+    for _ in range(6):
+        jac = scaled_jacobian(rng, m, 4)
+        if dtype == np.float32:
+            jac = jac.astype(np.float32).astype(np.float64)
+        beta_star, v_star = exact_min_norm(jac)
+        res = fn(gram_of(jac, dtype))
+        beta = np.asarray(res.weights, np.float64)
+        d = jac.T @ beta
+        # The direction, not the weights, is unique (and what the update uses).
+        d_star = jac.T @ beta_star
+        tol = 1e-9 if dtype == np.float64 else 2e-3
+        nbar = beta_star @ np.linalg.norm(jac, axis=1)
+        assert np.linalg.norm(d - d_star) <= tol * nbar, (np.linalg.norm(d - d_star), nbar)
+        assert bool(res.converged)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n", [(16, 1000), (40, 200)])
+def test_mgda_large_spread_against_quadprog(m, n, dtype):
+    rng = np.random.default_rng(m)
+    fn = _jit(W.min_norm_weights)
+    for _ in range(3):
+        jac = scaled_jacobian(rng, m, n)
+        res = fn(gram_of(jac, dtype))
+        beta = np.asarray(res.weights, np.float64)
+        beta_q = quadprog_min_norm(jac)
+        d, d_q = jac.T @ beta, jac.T @ beta_q
+        tol = 1e-7 if dtype == np.float64 else 1e-3
+        assert np.linalg.norm(d - d_q) <= tol * np.linalg.norm(d_q)
+        _check_min_norm_kkt(jac, beta, 1e-9 if dtype == np.float64 else 1e-4)
+        assert bool(res.converged)
+
+
+def test_mgda_converged_is_honest():
+    """``converged`` ⇔ the reported scale-free residual is within the documented
+    tolerance, and the reported residual is the one recomputed here."""
+    rng = np.random.default_rng(7)
+    for max_iter in (1, 2, 3, 200):
+        fn = _jit(lambda c: W.min_norm_weights(c, max_iter=max_iter))
+        for _ in range(4):
+            jac = scaled_jacobian(rng, 12, 30)
+            res = fn(gram_of(jac, np.float64))
+            beta = np.asarray(res.weights)
+            d = jac.T @ beta
+            n = np.linalg.norm(jac, axis=1)
+            nbar = beta @ n
+            slack = (jac @ d - d @ d) / (nbar * (n + nbar))
+            recomputed = max(np.max(-slack), np.max(beta * np.abs(slack)),
+                             abs(beta.sum() - 1))
+            np.testing.assert_allclose(float(res.kkt_residual), recomputed, rtol=1e-3,
+                                       atol=1e-12)
+            assert bool(res.converged) == (float(res.kkt_residual) <= np.finfo(float).eps ** 0.5)
+            if bool(res.converged):
+                _check_min_norm_kkt(jac, beta, 1e-7)
+
+
+# ---------------------------------------------------------------------- UPGrad / DualProj
+
+
+def _dual_cone_jac(s):
+    return np.array([[1.0, 0.0], [-s, 0.1 * s], [0.0, s]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("s", [1.0, 1e-4, 1e-8])
+@pytest.mark.parametrize("name", ["upgrad", "dualproj"])
+def test_issue_case_is_non_conflicting(name, s, dtype):
+    jac = _dual_cone_jac(s)
+    fn = _jit(W.upgrad_weights if name == "upgrad" else W.dualproj_weights)
+    res = fn(gram_of(jac, dtype))
+    d = jac.T @ np.asarray(res.weights, np.float64)
+    assert np.min(cosines(jac, d)) >= -1e-6
+    assert bool(res.converged)
+    # Against the primal projection in parameter space.
+    m = jac.shape[0]
+    if name == "dualproj":
+        d_star = quadprog_project_dual_cone(jac, jac.mean(axis=0))
+    else:
+        d_star = sum(quadprog_project_dual_cone(jac, jac[i] / m) for i in range(m))
+    # g_1 and g_2 are nearly opposed (cos −0.995): cond(K) ≈ 400 turns float32's KKT
+    # residual (~1e-6) into ~1e-4 on the direction; non-conflict is unaffected.
+    tol = 1e-7 if dtype == np.float64 else 2e-3
+    assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n", [(2, 5), (8, 12), (40, 60)])
+@pytest.mark.parametrize("name", ["upgrad", "dualproj"])
+def test_projections_random_spread_against_quadprog(name, m, n, dtype):
+    rng = np.random.default_rng(100 * m + n)
+    fn = _jit(W.upgrad_weights if name == "upgrad" else W.dualproj_weights)
+    for _ in range(2):
+        jac = scaled_jacobian(rng, m, n)
+        if name == "dualproj":
+            d_star = quadprog_project_dual_cone(jac, jac.mean(axis=0))
+        else:
+            d_star = sum(quadprog_project_dual_cone(jac, jac[i] / m) for i in range(m))
+        res = fn(gram_of(jac, dtype))
+        d = jac.T @ np.asarray(res.weights, np.float64)
+        assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 10
+        tol = 1e-6 if dtype == np.float64 else 1e-2
+        assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star)
+
+
+@pytest.mark.parametrize("name", ["upgrad", "dualproj"])
+def test_projection_direction_invariant_to_one_task_scaling(name):
+    """The dual cone ``{d : J d ≥ 0}`` does not change when one row is scaled; with the
+    preference scaled inversely, ``Σ p_i g_i`` and hence DualProj's update are unchanged;
+    each UPGrad projection is likewise unchanged."""
+    rng = np.random.default_rng(3)
+    fn = _jit(W.upgrad_weights if name == "upgrad" else W.dualproj_weights)
+    jac = scaled_jacobian(rng, 5, 8, spread=0.5)
+    base = jac.T @ np.asarray(fn(gram_of(jac, np.float64)).weights)
+    for factor in (1e-8, 1e-4, 1e4, 1e8):
+        scaled = jac.copy()
+        scaled[2] *= factor
+        p = np.full(5, 0.2)
+        p[2] /= factor
+        d = scaled.T @ np.asarray(fn(gram_of(scaled, np.float64), jnp.asarray(p)).weights)
+        assert np.linalg.norm(d - base) <= 1e-7 * np.linalg.norm(base), factor
+
+
+# --------------------------------------------------------------------------------- CAGrad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cagrad_small_task_is_not_stationary(dtype):
+    jac = np.array([[1.0, 0.0], [0.0, 1e-5]])
+    res = _jit(lambda c: W.cagrad_weights(c, 0.5))(gram_of(jac, dtype))
+    d = jac.T @ np.asarray(res.weights, np.float64)
+    assert not bool(res.stationary)
+    d_star, f_star = ball_search(jac, 0.5)
+    assert np.linalg.norm(d - d_star) <= 1e-4 * np.linalg.norm(d_star)
+    rel = 1e-6 if dtype == np.float64 else 1e-3
+    assert abs(np.min(jac @ d) - f_star) <= rel * abs(f_star)
+    assert abs(float(res.objective) - f_star) <= rel * abs(f_star)
+
+
+@pytest.mark.parametrize("m", [2, 3, 6])
+def test_cagrad_random_spread_against_ball_search(m):
+    rng = np.random.default_rng(20 + m)
+    fn = _jit(lambda c: W.cagrad_weights(c, 0.5))
+    for _ in range(3):
+        jac = scaled_jacobian(rng, m, 2, spread=2.0)
+        d_star, f_star = ball_search(jac, 0.5)
+        res = fn(gram_of(jac, np.float64))
+        d = jac.T @ np.asarray(res.weights)
+        assert np.min(jac @ d) >= f_star - 1e-6 * np.max(np.abs(jac @ d_star))
+        assert np.linalg.norm(d - d_star) <= 1e-4 * np.linalg.norm(d_star)
+
+
+# --------------------------------------------------------------------------------- IMTL-G
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [2, 8, 40])
+def test_imtl_g_equal_projections_at_spread_1e8(m, dtype):
+    rng = np.random.default_rng(30 + m)
+    fn = _jit(W.imtl_g_weights)
+    for _ in range(3):
+        jac = scaled_jacobian(rng, m, m + 10)
+        res = fn(gram_of(jac, dtype))
+        assert not bool(res.degenerate)
+        alpha = np.asarray(res.weights, np.float64)
+        np.testing.assert_allclose(alpha.sum(), 1.0, rtol=1e-5)
+        d = jac.T @ alpha
+        proj = jac @ d / np.linalg.norm(jac, axis=1)
+        tol = 1e-8 if dtype == np.float64 else 1e-3
+        assert np.ptp(proj) <= tol * np.max(np.abs(proj)), np.ptp(proj) / np.max(np.abs(proj))
+
+
+def test_imtl_g_direction_invariant_to_task_scaling():
+    """Scaling task gradients individually leaves the IMTL-G update's direction
+    unchanged up to sign (module docstring), at factors up to 1e8."""
+    rng = np.random.default_rng(4)
+    jac = scaled_jacobian(rng, 6, 10, spread=0.3)
+    fn = _jit(W.imtl_g_weights)
+    base = jac.T @ np.asarray(fn(gram_of(jac, np.float64)).weights)
+    base /= np.linalg.norm(base)
+    for _ in range(4):
+        scaled = jac * (10.0 ** rng.uniform(-4, 4, 6))[:, None]
+        d = scaled.T @ np.asarray(fn(gram_of(scaled, np.float64)).weights)
+        assert abs(abs(d @ base) / np.linalg.norm(d) - 1) <= 1e-9
