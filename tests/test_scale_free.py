@@ -21,7 +21,7 @@ import pytest
 import jaxpareto as jp
 from jaxpareto import weighting as W
 
-quadprog = pytest.importorskip("quadprog")
+import quadprog  # noqa: E402  (dev extra)
 
 DTYPES = [np.float64, np.float32]
 # Tolerances on dimensionless (cosine-like) quantities, per dtype.
@@ -440,3 +440,22 @@ def test_imtl_g_direction_invariant_to_task_scaling():
         scaled = jac * (10.0 ** rng.uniform(-4, 4, 6))[:, None]
         d = scaled.T @ np.asarray(fn(gram_of(scaled, np.float64)).weights)
         assert abs(abs(d @ base) / np.linalg.norm(d) - 1) <= 1e-9
+
+
+# ------------------------------------------------------------------------------ Nash-MTL
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [2, 8, 40])
+def test_nash_mtl_bargaining_condition_at_spread_1e8(m, dtype):
+    """``α_i ⟨g_i, Jᵀα⟩ = 1`` for every task (Navon et al. 2022, Thm 5.1), checked on the
+    Jacobian, with ``converged`` honest about it."""
+    rng = np.random.default_rng(40 + m)
+    fn = _jit(W.nash_mtl_weights)
+    for _ in range(3):
+        jac = scaled_jacobian(rng, m, m + 10)
+        res = fn(gram_of(jac, dtype))
+        alpha = np.asarray(res.weights, np.float64)
+        residual = np.max(np.abs(alpha * (jac @ (jac.T @ alpha)) - 1))
+        assert bool(res.converged)
+        assert residual <= (1e-10 if dtype == np.float64 else 1e-5), residual

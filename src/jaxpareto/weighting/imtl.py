@@ -22,8 +22,11 @@ Scale. With ``N = diag(n)`` the conditions read ``K z = 1`` for ``K = N⁻¹CN�
 diagonal) and ``z = N v``; the solve is ``z = K⁺1``, ``v = N⁻¹z``. ``K`` carries only
 the angles between the gradients, so norm ratios of 1e8 (which square into ``C``'s
 condition number) cost no accuracy, and the update ``Σ z_i g_i / n_i`` is the same
-minimum-norm vector of the span. A zero gradient keeps ``n_i = 1`` (its row of ``K`` is
-zero and ``z_i = 0``). ``m = 1`` gives the weight 1.
+minimum-norm vector of the span. This holds when ``K z = 1`` is solvable (independent
+gradients, duplicates); when it is not (dependent gradients that admit no
+equal-projection update) the answer is a least-squares choice that the scaling would
+change, so ``C⁺n`` on ``C`` itself is used (TorchJD's definition). A zero gradient keeps
+``n_i = 1`` (its row of ``K`` is zero and ``z_i = 0``). ``m = 1`` gives the weight 1.
 
 Pseudo-inverse: eigen-decomposition of ``K``, eigenvalues below ``m · ε · λ_max``
 treated as zero (``numpy.linalg.pinv``'s default cut-off).

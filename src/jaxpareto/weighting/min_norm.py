@@ -16,8 +16,8 @@ Solvers (``method``):
   (Wolfe's 1976 minimum-norm-point algorithm, written on the Gramian). It keeps a
   support ``S`` and a feasible ``β`` supported on ``S``; each step solves the
   equality-constrained problem ``min βᵀCβ s.t. Σ_{i∈S} β_i = 1`` on ``S`` and either
-  moves to its solution (then adds the most violated index ``argmin_i (Cβ)_i`` when
-  ``(Cβ)_i < βᵀCβ``) or, when that solution leaves the simplex, moves towards it up to
+  moves to its solution (then adds the index most violating ``(Cβ)_i ≥ βᵀCβ``, each
+  measured on its own scale, see below) or, when that solution leaves the simplex, moves towards it up to
   the boundary and drops the index that hit zero. The sub-problem is solved through
   ``(C_SS + 1 1ᵀ) u = 1, β_S = u / Σ u`` (Jacobi-scaled, see :func:`_affine_min`) by a
   regularised Cholesky factorisation with iterative refinement (an eigenvalue-truncated
@@ -27,10 +27,16 @@ Solvers (``method``):
   solve still gives an exact minimiser there. The Gramian is divided by ``s = max_i C_ii`` first (the weights are scale
   invariant). Finite termination in exact arithmetic; here a
   ``jax.lax.while_loop`` with an iteration cap and static shapes (the support is a mask).
-  The loop stops when no index violates ``(Cβ)_i ≥ βᵀCβ − tol·s`` (``converged``), or
-  when rounding makes it cycle (the same support is accepted twice in a row, which
-  cannot happen in exact arithmetic because the objective strictly decreases): then it
-  returns that support's minimiser, ``converged`` if its KKT residual is ≤ √ε.
+  Activity rules are scale-free: with ``n_i = √C_ii`` and ``n̄ = Σ_i β_i n_i`` (``≥ ‖d‖``)
+  index ``i`` violates when ``(v − (Cβ)_i) / (n̄ (n_i + n̄)) > tol`` — the scale at which
+  rounding can resolve task ``i``'s condition from the Gramian — so a task whose
+  gradient is 1e-8 of another's is not lost against the largest one (the default used
+  to be ``tol · max_i C_ii``); a negative weight of the sub-problem is rounding noise
+  only when both it and its share ``y_i n_i / Σ|y_j| n_j`` are. The loop stops when no
+  index violates, when rounding makes it cycle (the same support is accepted twice in
+  a row, which cannot happen in exact arithmetic because the objective strictly
+  decreases), or at the cap; ``converged`` is then set from the final point alone:
+  ``kkt_residual ≤ max(√ε, tol)`` (:func:`kkt_tolerance`). ``m = 1``: ``β = 1``.
 * ``"frank_wolfe"`` and ``"projected_gradient"``: the two solvers of the MGDA-UB
   reference code (``MinNormSolver.find_min_norm_element_FW`` and
   ``find_min_norm_element``, the latter being the one its training script calls),
@@ -48,16 +54,19 @@ Solvers (``method``):
   enforced, the pair search starts from ``+inf`` instead of ``1e8`` (the reference
   fails when every pair costs more), and arithmetic is in the working dtype.
 
-KKT residual. With ``s = max_i C'_ii`` (``C'`` the Gramian actually solved, see
-normalization), ``g = C'β`` and ``v = βᵀC'β``, the optimality conditions are ``g_i ≥ v``
-for all ``i`` with equality where ``β_i > 0``, and ``β ∈ Δ_m``. The reported residual is
+KKT residual. With ``C'`` the Gramian actually solved (see normalization), ``g = C'β``,
+``v = βᵀC'β``, ``n_i = √C'_ii`` and ``n̄ = Σ_i |β_i| n_i``, the optimality conditions are
+``g_i ≥ v`` for all ``i`` with equality where ``β_i > 0``, and ``β ∈ Δ_m``. Each task's
+condition is measured on its own scale, ``s_i = n̄ (n_i + n̄)`` (floored at ``tiny``):
 
-    kkt = max( max_i (v − g_i)_+ / s,            # dual feasibility
-               max_i β_i |g_i − v| / s,          # complementarity
+    kkt = max( max_i (v − g_i)_+ / s_i,          # dual feasibility
+               max_i β_i |g_i − v| / s_i,        # complementarity
                |Σ_i β_i − 1| + Σ_i (−β_i)_+ )    # primal feasibility
 
-It is scale-free (dimensionless), and it bounds the objective error:
-``βᵀC'β − min_Δ ≤ 2 s · kkt`` (convexity: ``f* ≥ f(β) + 2 min_i (g_i − v)``).
+It is dimensionless and does not depend on the largest gradient: at
+``J = [[1,0,0],[1e-8,1e-8,0],[-1e-8,2e-8,0]]`` the wrong vertex ``[0, 1, 0]`` has
+``kkt ≈ 0.3`` (it was 1e-16 relative to ``max C_ii``). It bounds the objective error:
+``βᵀC'β − min_Δ ≤ 2 max_i s_i · kkt`` (convexity: ``f* ≥ f(β) + 2 min_i (g_i − v)``).
 
 Gradient normalization (``normalization``, the reference's ``gradient_normalizers``;
 "optional and not included in the paper"): each gradient is divided by ``gn_t`` before
@@ -133,8 +142,8 @@ class MinNormResult(NamedTuple):
       objective: ``[]`` ``βᵀC'β`` of the Gramian actually solved (``C'``, after the
         normalization).
       iterations: int32 ``[]`` loop iterations (0 for the closed forms).
-      converged: bool ``[]``: ``"auto"``: the optimality test passed, or the loop
-        stopped at a rounding-level cycle with ``kkt_residual ≤ √ε``; reference
+      converged: bool ``[]``: ``"auto"``: ``kkt_residual ≤ max(√ε, tol)``, whatever
+        stopped the loop (a wrong answer never reports converged); reference
         methods: the L1-change test stopped the loop before ``max_iter``.
       kkt_residual: ``[]`` the scale-free KKT residual defined in the module docstring.
       scales: ``[m]`` the normalization divisors ``gn`` (after the guard).
@@ -533,7 +542,7 @@ def min_norm_weights(
     and the degenerate cases.
 
     Args:
-      gram: ``[m, m]`` task Gramian ``C = G Gᵀ``, ``m ≥ 2``; symmetrised internally.
+      gram: ``[m, m]`` task Gramian ``C = G Gᵀ``, ``m ≥ 1``; symmetrised internally.
       method: ``"auto"`` (exact), ``"frank_wolfe"`` or ``"projected_gradient"``
         (the MGDA-UB reference solvers).
       normalization: ``"none"``, ``"l2"``, ``"loss"`` or ``"loss+"``.
@@ -541,8 +550,8 @@ def min_norm_weights(
       max_iter: iteration cap (static int ≥ 1). Default ``20 m + 50`` for ``"auto"``
         (it needs about ``2 |support|`` iterations in practice), 250 for the reference
         methods.
-      tol: ``"auto"``: an index enters the support when ``(C'β)_i < βᵀC'β − tol · s``,
-        default ``8 m ε`` (ε the working dtype's machine epsilon); reference methods:
+      tol: ``"auto"``: an index enters the support when its scale-free violation
+        ``(βᵀC'β − (C'β)_i) / (n̄ (n_i + n̄))`` exceeds ``tol``, default ``8 m ε`` (ε the working dtype's machine epsilon); reference methods:
         the L1-change stop, default 1e-5.
       differentiable: ``False`` (default): the weights are constants to ``jax.grad``;
         ``True``: they carry the implicit derivative of the KKT system w.r.t. ``gram``
