@@ -74,7 +74,10 @@ def dists(tmp_path_factory):
     out.mkdir()
     sdist, sdist_log = _build("build_sdist", project, out)
     with tarfile.open(sdist) as tar:
-        tar.extractall(tmp / "unpacked", filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+            tar.extractall(tmp / "unpacked", filter="data")
+        else:
+            tar.extractall(tmp / "unpacked")
     (unpacked,) = (tmp / "unpacked").iterdir()
     wheel, wheel_log = _build("build_wheel", unpacked, out)
     # setuptools warns (SetuptoolsDeprecationWarning) about a TOML-table license, a
