@@ -116,7 +116,7 @@ def quadprog_project_dual_cone(jac, x):
     """``argmin_d ‖d − x‖²`` s.t. ``⟨g_i, d⟩ ≥ 0`` (rows normalised: same cone), in ℝⁿ."""
     u = jac / np.linalg.norm(jac, axis=1, keepdims=True)
     n = jac.shape[1]
-    return quadprog.solve_qp(np.eye(n), x, u.T, np.zeros(jac.shape[0]), meq=0)[0]
+    return quadprog.solve_qp(np.eye(n), x, u.T, np.zeros(len(u)), meq=0)[0]
 
 
 def ball_search(jac, c):
@@ -459,3 +459,64 @@ def test_nash_mtl_bargaining_condition_at_spread_1e8(m, dtype):
         residual = np.max(np.abs(alpha * (jac @ (jac.T @ alpha)) - 1))
         assert bool(res.converged)
         assert residual <= (1e-10 if dtype == np.float64 else 1e-5), residual
+
+
+# ------------------------------------------------------- rank-deficient and duplicated rows
+
+
+def dependent_jacobian(rng, m, n, rank, spread=4.0):
+    """``m`` rows of rank ``rank`` (one row duplicated up to a positive factor), per-task
+    norms ``10^U(−spread, spread)``."""
+    g = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
+    g[-1] = g[0]
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    return g * (10.0 ** rng.uniform(-spread, spread, m))[:, None]
+
+
+@pytest.mark.parametrize("m, rank", [(3, 2), (5, 2), (5, 3)])
+def test_mgda_dependent_rows_match_exact_enumeration(m, rank):
+    rng = np.random.default_rng(50 + 10 * m + rank)
+    fn = _jit(W.min_norm_weights)
+    for _ in range(5):
+        jac = dependent_jacobian(rng, m, 6, rank)
+        beta_star, _ = exact_min_norm(jac)
+        res = fn(gram_of(jac, np.float64))
+        d, d_star = jac.T @ np.asarray(res.weights), jac.T @ beta_star
+        nbar = beta_star @ np.linalg.norm(jac, axis=1)
+        assert np.linalg.norm(d - d_star) <= 1e-8 * nbar
+        assert bool(res.converged)
+
+
+def nnls_project_dual_cone(jac, x):
+    """Projection onto ``{d : J d ≥ 0}`` by Moreau's decomposition: ``x`` minus its
+    projection onto the polar cone ``{−Uᵀλ : λ ≥ 0}`` (``U`` the unit rows), the latter an
+    NNLS problem (Lawson–Hanson), which dependent or repeated rows do not disturb."""
+    from scipy.optimize import nnls
+
+    u = jac / np.linalg.norm(jac, axis=1, keepdims=True)
+    lam, _ = nnls(u.T, -x, maxiter=50 * len(u))
+    return x + u.T @ lam
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["upgrad", "dualproj"])
+def test_projections_dependent_rows_against_nnls(name, dtype):
+    rng = np.random.default_rng(60)
+    fn = _jit(W.upgrad_weights if name == "upgrad" else W.dualproj_weights)
+    for m, rank in ((4, 2), (8, 3), (40, 30), (40, 10)):
+        jac = dependent_jacobian(rng, m, 50, rank)
+        if name == "dualproj":
+            d_star = nnls_project_dual_cone(jac, jac.mean(axis=0))
+        else:
+            d_star = sum(nnls_project_dual_cone(jac, jac[i] / m) for i in range(m))
+        res = fn(gram_of(jac, dtype))
+        d = jac.T @ np.asarray(res.weights, np.float64)
+        tol = 1e-6 if dtype == np.float64 else 1e-2
+        size = np.mean(np.linalg.norm(jac, axis=1))  # ‖Σ p_i g_i‖ could be up to this
+        if np.linalg.norm(d_star) <= 1e-9 * size:
+            # The rows positively span their space (40 directions in 10 dimensions): the
+            # dual cone is {0} there and the projection is 0.
+            assert np.linalg.norm(d) <= tol * size, (m, rank)
+            continue
+        assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 10, (m, rank)
+        assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star), (m, rank)
