@@ -124,7 +124,8 @@ def scaling_section(d) -> str:
             continue
         names = ["summed", "jacobian", "mgda", "epo", "mgda_chunked"]
         head = ["m", "n"] + names + [f"XLA MiB {k}" for k in ("summed", "mgda", "mgda_chunked")] + [
-            "peak RSS MiB mgda", "mgda ÷ Jacobian", "Jacobian ÷ summed"]
+            "peak RSS MiB mgda", "mgda ÷ Jacobian", "Jacobian ÷ summed",
+            "Jacobian ÷ (1 + 2m)/3 summed"]
         table = []
         for r in rows:
             x = r["xla_bytes"]
@@ -133,7 +134,8 @@ def scaling_section(d) -> str:
                          + [f"{r['peak_rss_bytes'].get('mgda', 0) / 2**20:.0f}"
                             if r["peak_rss_bytes"].get("mgda") else "–",
                             fmt_ratio(r["ratio"].get("mgda/jacobian")),
-                            fmt_ratio(r["ratio"].get("jacobian/summed"))])
+                            fmt_ratio(r["ratio"].get("jacobian/summed")),
+                            fmt_ratio(r["ratio"].get("jacobian/vjp_limit"))])
         out.append(f"Sweep over {label}:\n\n" + _table(head, table) + "\n")
     if d.get("png"):
         out.append(f"![scaling](results/{d['png']})")

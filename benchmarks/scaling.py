@@ -25,6 +25,7 @@ Run: ``python -m benchmarks.scaling [--quick] [--repeats N]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 
 import jax
@@ -36,9 +37,10 @@ import jaxpareto as jp
 from benchmarks.timing import (
     RESULTS,
     add_threads_arg,
+    block,
     device_peak_bytes,
     fmt_time,
-    median_time,
+    interleaved_times,
     ratio,
     peak_rss_bytes,
     reset_peak_rss,
@@ -110,21 +112,31 @@ def bench_point(m, n_target, repeats, key, batch, only=None):
     n = sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(params))
     row = {"m": m, "n": n, "n_target": n_target, "batch": batch, "time_s": {}, "xla_bytes": {},
            "peak_rss_bytes": {}, "device_peak_bytes": {}}
+    calls = {}
     for name, (fn, tx) in steps(loss_fn, m, n_target >= CHUNKED_FROM).items():
         if only and name not in only:
             continue
         state = tx.init(params)
-        # One compile serves both the memory plan and the timing.
+        # One compile serves the memory plan, the peak RSS and the timing.
         compiled = jax.jit(fn).lower(params, state, batch_data).compile()
         row["xla_bytes"][name] = xla_memory(compiled).get("total_bytes")
+        call = functools.partial(compiled, params, state, batch_data)
         reset_peak_rss()
-        row["time_s"][name] = median_time(lambda: compiled(params, state, batch_data), repeats)["median_s"]
+        block(call())
         row["peak_rss_bytes"][name] = peak_rss_bytes()
         row["device_peak_bytes"][name] = device_peak_bytes()
+        calls[name] = call
+    # The steps of one point timed in interleaved rounds, so their ratios share the load.
+    for name, timing in interleaved_times(calls, repeats).items():
+        row["time_s"][name] = timing["median_s"]
     t = row["time_s"]
     row["ratio"] = {f"{a}/{b}": ratio(t.get(a), t.get(b)) for a, b in (
         ("mgda", "jacobian"), ("epo", "jacobian"), ("jacobian", "summed"), ("mgda", "summed"),
         ("mgda_chunked", "mgda"))}
+    # The VJP-count limit: one forward and m backward passes (≈ 2 forwards each)
+    # against the summed step's forward + backward: (1 + 2m)/3 summed steps.
+    if isinstance(t.get("summed"), float):
+        row["ratio"]["jacobian/vjp_limit"] = ratio(t.get("jacobian"), (1 + 2 * m) / 3 * t["summed"])
     return row
 
 

@@ -24,12 +24,18 @@ from jaxpareto._validate import check_float
 _MODES = ("rev", "rows", "vmap", "fwd", "chunked")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
-# Largest m for which the row layout (m separate VJPs, Gramian and combination on the
-# rows) is used on a single CPU device. Its Gramian costs m(m+1)/2 row dot products,
-# which beats stacking the rows into one [m, n] operand up to about this size (measured
-# in benchmarks/scaling.py); past it the rows are stacked for one matrix product.
-ROWS_MAX_TASKS = 16
-ROW_GRAM_MAX_TASKS = 16
+# Thresholds of the row layout on a single CPU device (measured with
+# benchmarks/scaling.py and benchmarks/train_step.py on a 2-core x86 machine):
+# * up to ROWS_MAX_TASKS tasks the Jacobian is taken as m separate VJPs (a Python loop,
+#   unrolled in the program); at n ≥ 1e5 this was 1.5–2× faster than the vmapped
+#   backward pass at every m ≤ 64 measured, and equal at n = 1e4; past it the
+#   unrolled program grows too long to compile quickly, and the vmapped pass is used;
+# * up to ROW_GRAM_MAX_TASKS tasks the Gramian is formed from the rows themselves
+#   (m(m+1)/2 row dot products, the stacked Jacobian never written): 1.4× faster on
+#   the issue's MLP at m = 10, while from m = 16 on stacking the rows once for one
+#   [m, k]·[k, m] product per leaf was faster on every model measured.
+ROWS_MAX_TASKS = 64
+ROW_GRAM_MAX_TASKS = 10
 
 
 def row_layout() -> bool:
@@ -131,7 +137,7 @@ def value_and_jacobian(
       has_aux: whether ``fun`` returns ``(losses, aux)``.
       mode: ``"rev"`` (default): one forward pass and ``m`` vector-Jacobian products,
         in the layout that is fastest for the backend (:func:`row_layout`): on a
-        single CPU device and ``m ≤ ROWS_MAX_TASKS``, ``"rows"``; else ``"vmap"``.
+        single CPU device and ``m ≤ ROWS_MAX_TASKS`` (64), ``"rows"``; else ``"vmap"``.
         ``"rows"``: the ``m`` VJPs one after another; each stacked leaf remembers its
         rows for the rest of the trace, so a :func:`gramian` / :func:`combine`
         traced in the same ``jax.jit`` program works on the rows and the ``[m, n]``
@@ -287,7 +293,7 @@ def _combine_leaf(leaf: jax.Array, weights: jax.Array) -> jax.Array:
     fused pass, from the remembered rows when there are any), else a tensordot."""
     w = weights.astype(leaf.dtype)
     rows = _rows_of(leaf)
-    if rows is None and row_layout() and leaf.shape[0] <= ROWS_MAX_TASKS:
+    if rows is None and row_layout() and leaf.shape[0] <= ROW_GRAM_MAX_TASKS:
         rows = [leaf[i] for i in range(leaf.shape[0])]
     if rows is None:
         return jnp.tensordot(w, leaf, axes=1, precision=_HIGHEST)
