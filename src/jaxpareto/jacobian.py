@@ -1,4 +1,4 @@
-"""Per-task Jacobians, their Gramians, and combination of rows (DESIGN §2).
+"""Per-task Jacobians, their Gramians, and combination of rows.
 
 A multi-task loss ``fun(params, ...) -> losses[m]`` has the Jacobian ``G`` whose row
 ``i`` is ``∇ l_i``. jaxpareto keeps ``G`` as a pytree shaped like ``params`` with a
@@ -7,8 +7,8 @@ leading task axis ``m``. Everything downstream only needs
 * the Gramian ``C = G Gᵀ`` (``[m, m]``), a sum over leaves of ``J_leaf J_leafᵀ``, and
 * the combined direction ``d = Gᵀ w = Σ_i w_i ∇ l_i`` for task weights ``w``.
 
-The shared-representation step of MGDA-UB (Sener & Koltun 2018, seed 001, §3.3 and
-Alg. 2) is ``mtl_value_and_grad``.
+The shared-representation step of MGDA-UB (Sener & Koltun, "Multi-Task Learning as
+Multi-Objective Optimization", NeurIPS 2018, §3.3 and Alg. 2) is ``mtl_value_and_grad``.
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def mtl_value_and_grad(
 ) -> Callable[..., Any]:
     """MGDA-UB step: task weights from the Jacobian w.r.t. the shared representation.
 
-    Sener & Koltun (2018, seed 001) bound ``‖Σ α_i ∇_θsh l_i‖ ≤ ‖∂z/∂θsh‖ ‖Σ α_i ∇_z l_i‖``
+    Sener & Koltun (2018) bound ``‖Σ α_i ∇_θsh l_i‖ ≤ ‖∂z/∂θsh‖ ‖Σ α_i ∇_z l_i‖``
     and solve the weighting on ``∇_z l_i`` (their eq. 10 and Alg. 2). The step is
 
     1. ``z = encode(params, batch)``: one forward pass of the shared encoder;

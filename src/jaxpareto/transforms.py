@@ -1,4 +1,4 @@
-"""Weightings as optax gradient transformations over a Jacobian pytree (DESIGN §4).
+"""Weightings as optax gradient transformations over a Jacobian pytree.
 
 ::
 
@@ -174,14 +174,14 @@ def aggregate(
 def mgda(*, num_tasks: int | None = None, scale: str | float = "unit", **kwargs):
     """MGDA (min-norm) aggregator: ``aggregate(weighting.mgda(**kwargs))``.
 
-    Désidéri (2012); Sener & Koltun (2018, seed 001). ``kwargs`` go to
+    Désidéri (2012); Sener & Koltun (2018). ``kwargs`` go to
     :func:`jaxpareto.weighting.mgda` (``method``, ``normalization``).
     """
     return aggregate(_w.mgda(**kwargs), num_tasks=num_tasks, scale=scale)
 
 
 def epo(preference=None, *, scale: str | float = "unit", **kwargs):
-    """EPO search aggregator (Mahapatra & Rajan 2020, seed 003, eq. 24).
+    """EPO search aggregator (Mahapatra & Rajan, ICML 2020, eq. 24).
 
     ``kwargs`` go to :func:`jaxpareto.weighting.epo` (``eps``, ``adjustment``,
     ``descent``, ``fallback``). Needs ``value=losses`` at update time.
