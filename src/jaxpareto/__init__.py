@@ -8,7 +8,7 @@ data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 ``jp.models``.
 """
 
-from jaxpareto import continuation as ppe
+from jaxpareto import ppe
 from jaxpareto import checkpoint, data, hypernetwork, metrics, models, problems, sharding, weighting
 from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
 from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl

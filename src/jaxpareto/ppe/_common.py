@@ -1,0 +1,167 @@
+"""Shared pieces of :mod:`jaxpareto.ppe`: the cost model, the status codes, argument checks."""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpareto._validate import is_concrete
+
+# Cost model, in gradient-evaluation equivalents (see the package docstring).
+COST_GRADIENT = 1.0
+COST_FORWARD = 0.5
+COST_HVP = 2.0
+
+
+class Status(enum.IntEnum):
+    """Named outcomes of :func:`~jaxpareto.ppe.trace` (``Trace.stop_reason``, ``Trace.failure``)
+    and :func:`~jaxpareto.ppe.corrector` (``CorrectorResult.status``).
+
+    Stored as int32 arrays inside jitted results; ``Status(int(x))`` names one, and
+    ``Status.X.message`` says in a line what it means.
+    """
+
+    MAX_POINTS = 0  #: ``num_points`` points recorded (the point budget).
+    END_OF_FRONT = 1  #: a KKT weight reached ``alpha_tol`` and the tangent would lower it.
+    TARGET_REACHED = 2  #: the floor (improve) or the preference ray (toward) was reached.
+    NO_PROGRESS = 3  #: the requested direction has no component along the front.
+    STEP_TOO_SMALL = 4  #: ``max_shrinks + 1`` rejected attempts in a row.
+    NON_FINITE = 5  #: a non-finite value (losses, gradients, tangent).
+    CORRECTOR_FAILED = 6  #: the corrector did not reach its tolerance (budget, line search).
+    GMRES_NOT_CONVERGED = 7  #: ... and its last Krylov solves missed their tolerance.
+    CONVERGED = 8  #: the corrector reached its tolerance.
+    NONE = 9  #: nothing to report (e.g. ``Trace.failure`` when no attempt was rejected).
+
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.MAX_POINTS: "the point budget (num_points) was used up",
+    Status.END_OF_FRONT: "the end of the front: a KKT weight reached zero",
+    Status.TARGET_REACHED: "the target (floor or preference ray) was reached",
+    Status.NO_PROGRESS: "the requested direction has no component along the front",
+    Status.STEP_TOO_SMALL: "every shortened attempt of the last step was rejected",
+    Status.NON_FINITE: "a non-finite value appeared",
+    Status.CORRECTOR_FAILED: "the corrector did not reach its tolerance",
+    Status.GMRES_NOT_CONVERGED: "the corrector failed and its GMRES solves did not converge",
+    Status.CONVERGED: "converged",
+    Status.NONE: "-",
+}
+
+BUDGET = Status.MAX_POINTS  # the name used before the enum
+
+
+class PPEWarning(UserWarning):
+    """Raised (as a warning) by :class:`~jaxpareto.ppe.Navigator` when a move did not do
+    what was asked: a corrector or GMRES solve did not converge, or the move stalled."""
+
+
+def _check_int(x, name: str, minimum: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"`{name}` must be a Python int, got {type(x).__name__}.")
+    if x < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {x}.")
+    return int(x)
+
+
+def _check_scalar(x, name: str, *, positive: bool = False, nonnegative: bool = False):
+    """A float scalar; where concrete, finite and of the required sign."""
+    if isinstance(x, bool):
+        raise TypeError(f"`{name}` must be a float scalar, got bool.")
+    arr = jnp.asarray(x)
+    if arr.ndim != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {arr.shape}.")
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise TypeError(f"`{name}` must be a float scalar, got dtype {arr.dtype}.")
+    if is_concrete(arr):
+        v = float(arr)
+        if not math.isfinite(v):
+            raise ValueError(f"`{name}` must be finite, got {v}.")
+        if positive and not v > 0:
+            raise ValueError(f"`{name}` must be > 0, got {v}.")
+        if nonnegative and not v >= 0:
+            raise ValueError(f"`{name}` must be >= 0, got {v}.")
+    return x
+
+
+def _check_eps(eps) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+        raise ValueError(f"`eps` must be a finite Python float >= 0, got {eps!r}.")
+
+
+def _check_params(params, name: str = "params") -> None:
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves:
+        raise ValueError(f"`{name}` has no leaves.")
+    for leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(
+                f"`{name}` has a leaf of dtype {jnp.result_type(leaf)}; continuation "
+                "needs floating parameters."
+            )
+
+
+def _num_tasks(loss_fn, params, args) -> tuple[int, Any]:
+    """``m`` and the loss dtype, from the abstract evaluation of ``loss_fn``."""
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}.")
+    out = jax.eval_shape(loss_fn, params, *args)
+    if not hasattr(out, "shape") or len(out.shape) != 1:
+        raise ValueError(
+            "`loss_fn` must return a 1-D vector of m task losses, got "
+            f"{getattr(out, 'shape', type(out))}."
+        )
+    if out.shape[0] < 2:
+        raise ValueError(f"`loss_fn` returns m={out.shape[0]} losses; continuation needs m >= 2.")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"`loss_fn` must return floating losses, got {out.dtype}.")
+    return int(out.shape[0]), out.dtype
+
+
+def _check_same_tree(a, b, name_a: str, name_b: str) -> None:
+    ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+    if ta != tb:
+        raise ValueError(f"`{name_b}` must have the pytree structure of `{name_a}`: {tb} vs {ta}.")
+    for la, lb in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        if jnp.shape(la) != jnp.shape(lb):
+            raise ValueError(
+                f"`{name_b}` leaf shape {jnp.shape(lb)} does not match `{name_a}` leaf shape "
+                f"{jnp.shape(la)}."
+            )
+
+
+def _default(value, dtype, f64: float, f32: float):
+    """A dtype-dependent default tolerance (``f64`` for float64, else ``f32``)."""
+    if value is not None:
+        return value
+    return f64 if jnp.dtype(dtype) == jnp.float64 else f32
+
+
+def _all_finite(*trees) -> jax.Array:
+    leaves = [leaf for t in trees for leaf in jax.tree_util.tree_leaves(t)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def _tree_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _weighted_loss(loss_fn, alpha, args):
+    def f(p):
+        losses = loss_fn(p, *args)
+        return jnp.dot(alpha.astype(losses.dtype), losses)
+
+    return f
