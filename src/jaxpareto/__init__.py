@@ -10,8 +10,32 @@ data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 
 from jaxpareto import ppe
 from jaxpareto import checkpoint, data, hypernetwork, metrics, models, problems, sharding, weighting
-from jaxpareto.jacobian import combine, gramian, mtl_value_and_grad, value_and_jacobian
-from jaxpareto.transforms import AggregateState, aggregate, chebyshev, epo, linear, mgda, pmtl
+from jaxpareto.jacobian import (
+    combine,
+    filter_value_and_jacobian,
+    gramian,
+    mtl_value_and_grad,
+    value_and_jacobian,
+)
+from jaxpareto.transforms import (
+    AccumulateJacobianState,
+    AggregateState,
+    accumulate_jacobian,
+    aggregate,
+    aligned_mtl,
+    cagrad,
+    chebyshev,
+    dualproj,
+    epo,
+    imtl_g,
+    linear,
+    mgda,
+    nash_mtl,
+    pcgrad,
+    pmtl,
+    smooth_chebyshev,
+    upgrad,
+)
 from jaxpareto.weighting import (
     EpoResult,
     LPResult,
@@ -30,8 +54,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint", "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
-    "combine", "gramian", "mtl_value_and_grad", "value_and_jacobian",
-    "AggregateState", "aggregate", "chebyshev", "epo", "linear", "mgda", "pmtl",
+    "combine", "filter_value_and_jacobian", "gramian", "mtl_value_and_grad", "value_and_jacobian",
+    "AccumulateJacobianState", "AggregateState", "accumulate_jacobian", "aggregate",
+    "aligned_mtl", "cagrad", "chebyshev", "dualproj", "epo",
+    "imtl_g", "linear", "mgda", "nash_mtl", "pcgrad", "pmtl", "smooth_chebyshev", "upgrad",
     "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",
     "chebyshev_weights", "epo_weights", "linear_weights", "linprog_simplex",
     "min_norm_weights", "pmtl_weights",

@@ -111,6 +111,13 @@ def _check_losses(losses) -> None:
 
 def _check_differentiable(tree, name: str) -> None:
     for leaf in jax.tree_util.tree_leaves(tree):
+        if not (hasattr(leaf, "dtype") or isinstance(leaf, (int, float, complex))):
+            raise TypeError(
+                f"{name} has a leaf of type {type(leaf).__name__} that is not an array "
+                "(e.g. a function inside an equinox Module); use "
+                "jp.filter_value_and_jacobian, which differentiates the floating arrays "
+                "and passes everything else through."
+            )
         dtype = jnp.result_type(leaf)
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating)):
             raise TypeError(
@@ -181,6 +188,50 @@ def value_and_jacobian(
             jac = _jacobian_rows(vjp_fn, losses, mode, chunk_size)
         jac = jac[0] if single else tuple(jac)
         return ((losses, aux), jac) if has_aux else (losses, jac)
+
+    return wrapped
+
+
+def _is_inexact_array(x) -> bool:
+    return (hasattr(x, "dtype") and hasattr(x, "shape")
+            and jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def filter_value_and_jacobian(
+    fun: Callable[..., Any],
+    has_aux: bool = False,
+    mode: str = "rev",
+    chunk_size: int | None = None,
+) -> Callable[..., Any]:
+    """:func:`value_and_jacobian` w.r.t. the floating arrays of the first argument.
+
+    Equinox's ``filter_*`` convention: ``fun(model, *args)`` where ``model`` is any
+    pytree (an equinox ``Module``, a flax ``nnx.State``, a dict) whose leaves may be
+    non-arrays (activation functions, ints, strings). The floating-point array leaves
+    are differentiated; every other leaf is held fixed and its place in the returned
+    Jacobian pytree is ``None`` (as in ``equinox.filter_grad``), so
+    :func:`gramian`, :func:`combine` and the aggregators, which skip ``None``
+    subtrees, apply unchanged.
+
+    Returns:
+      ``f(model, *args) -> (losses, jac)`` (``((losses, aux), jac)`` with ``has_aux``).
+    """
+
+    def wrapped(model, *args):
+        leaves, treedef = jax.tree_util.tree_flatten(model, is_leaf=lambda x: x is None)
+        mask = [_is_inexact_array(leaf) for leaf in leaves]
+        diff = [leaf if keep else None for leaf, keep in zip(leaves, mask)]
+
+        def rebuild(diff_leaves):
+            full = [d if keep else leaf for d, leaf, keep in zip(diff_leaves, leaves, mask)]
+            return jax.tree_util.tree_unflatten(treedef, full)
+
+        def f(diff_leaves, *rest):
+            return fun(rebuild(diff_leaves), *rest)
+
+        out, jac = value_and_jacobian(f, has_aux=has_aux, mode=mode, chunk_size=chunk_size)(
+            diff, *args)
+        return out, jax.tree_util.tree_unflatten(treedef, list(jac))
 
     return wrapped
 
@@ -310,6 +361,7 @@ def mtl_value_and_grad(
     *,
     head_scaling: str = "paper",
     head_params: Callable[[Any], Any] | None = None,
+    has_aux: bool = False,
 ) -> Callable[..., Any]:
     """MGDA-UB step: task weights from the Jacobian w.r.t. the shared representation.
 
@@ -344,9 +396,13 @@ def mtl_value_and_grad(
       weighting: a :class:`jaxpareto.weighting.Weighting` (``init``/``update``).
       head_scaling: ``"paper"`` or ``"reference"``.
       head_params: optional function giving the head mask, see above.
+      has_aux: whether ``encode`` returns ``(z, aux)`` — e.g. the new BatchNorm
+        statistics of the encoder (flax linen ``mutable=["batch_stats"]``); ``aux``
+        is returned, not differentiated.
 
     Returns:
-      ``step(params, batch, state, *, preference=None) -> ((losses, grads), state)``.
+      ``step(params, batch, state, *, preference=None) -> ((losses, grads), state)``,
+      or ``(((losses, aux), grads), state)`` with ``has_aux``.
       ``grads`` is shaped like ``params``; ``state`` is the weighting's new state,
       whose ``weights`` field holds the weights used. When a loss or the
       representation Jacobian is not finite (e.g. a NaN in the batch) ``grads`` is
@@ -357,7 +413,10 @@ def mtl_value_and_grad(
         raise ValueError(f"`head_scaling` must be 'paper' or 'reference', got {head_scaling!r}.")
 
     def step(params, batch, state, *, preference=None):
-        z, encode_vjp = jax.vjp(lambda p: encode(p, batch), params)
+        if has_aux:
+            z, encode_vjp, aux = jax.vjp(lambda p: encode(p, batch), params, has_aux=True)
+        else:
+            z, encode_vjp = jax.vjp(lambda p: encode(p, batch), params)
 
         def head_losses(p, zz):
             losses = heads(p, zz, batch)
@@ -382,7 +441,7 @@ def mtl_value_and_grad(
             # cotangent 1 (a head leaf feeds only its own task's loss), of which only
             # the head leaves are kept.
             unscaled, _ = head_vjp(jnp.ones_like(losses))
-            mask = _head_mask(params, head_params, encode, batch)
+            mask = _head_mask(params, head_params, encode, batch, has_aux)
             grads = jax.tree_util.tree_map(
                 lambda scaled, enc, plain, is_head: (plain if is_head else scaled) + enc,
                 head_grad, enc_grad, unscaled, mask,
@@ -394,12 +453,12 @@ def mtl_value_and_grad(
         # the parameters are sharded.
         finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.isfinite(gram))
         grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
-        return (losses, grads), state
+        return (((losses, aux) if has_aux else losses), grads), state
 
     return step
 
 
-def _head_mask(params, head_params, encode, batch):
+def _head_mask(params, head_params, encode, batch, has_aux=False):
     """Pytree of Python bools: True for leaves the encoder does not depend on."""
     if head_params is not None:
         return head_params(params)
@@ -409,7 +468,8 @@ def _head_mask(params, head_params, encode, batch):
     flat, treedef = jax.tree_util.tree_flatten(params)
 
     def enc_flat(*leaves):
-        return encode(jax.tree_util.tree_unflatten(treedef, list(leaves)), batch)
+        out = encode(jax.tree_util.tree_unflatten(treedef, list(leaves)), batch)
+        return out[0] if has_aux else out
 
     closed = jax.make_jaxpr(enc_flat)(*flat)
     used = _used_invars(closed.jaxpr)

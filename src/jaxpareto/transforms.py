@@ -5,7 +5,7 @@
     tx = optax.chain(jp.epo(preference=r), optax.adam(1e-3))
     state = tx.init(params)
     losses, jac = jp.value_and_jacobian(loss_fn)(params, batch)
-    updates, state = tx.update(jac, state, params, value=losses)
+    updates, state = tx.update(jac, state, params, losses=losses)
     params = optax.apply_updates(params, updates)
 
 The transform receives the Jacobian (every leaf ``[m, ...]``) as ``updates``, computes
@@ -16,7 +16,9 @@ clipping, schedules) treat as an ordinary gradient.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import inspect
+import warnings
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,21 +58,49 @@ def _weight_dtype(dtype):
     return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
 
 
+def task_losses(losses, value, m: int):
+    """The ``[m]`` task losses of an ``update`` call, checked, or ``None``.
+
+    ``losses=`` is the loss vector. ``value=`` keeps optax's meaning, a scalar (read by
+    ``optax.contrib.reduce_on_plateau``, ``optax.apply_if_finite``'s chain members and
+    other transforms of the chain), and is ignored here; a vector ``value`` of length
+    ``m`` is still accepted as the losses for one release, with a ``DeprecationWarning``.
+    """
+    if losses is not None:
+        losses = check_float(losses, "losses")
+        if losses.shape != (m,):
+            raise ValueError(f"`losses` must have shape ({m},), got {losses.shape}.")
+        return losses
+    if value is None or jnp.ndim(value) == 0:
+        return None
+    value = check_float(value, "value")
+    if value.shape != (m,):
+        raise ValueError(f"`value` (the losses) must have shape ({m},), got {value.shape}.")
+    warnings.warn(
+        "Passing the task losses as `value=` is deprecated: pass `losses=`; `value` is "
+        "optax's scalar objective.", DeprecationWarning, stacklevel=3,
+    )
+    return value
+
+
 def aggregate(
     weighting: _w.Weighting,
     *,
     num_tasks: int | None = None,
     scale: str | float = "unit",
     dtype: Any = None,
+    nonfinite: str = "zero",
 ) -> optax.GradientTransformationExtraArgs:
     """Turns a weighting into an optax transformation over a Jacobian pytree.
 
-    ``update(jac, state, params=None, *, value=None, preference=None)``:
+    ``update(jac, state, params=None, *, losses=None, preference=None, **extra)``:
 
     * ``jac``: the Jacobian, every leaf ``[m, ...]`` (e.g. from
       :func:`jaxpareto.value_and_jacobian`);
-    * ``value``: ``[m]`` task losses (required by EPO, PMTL, Chebyshev and the
-      loss-based MGDA normalizations);
+    * ``losses``: ``[m]`` task losses (required by EPO, PMTL, Chebyshev and the
+      loss-based MGDA normalizations). ``value`` keeps optax's meaning (a scalar, for
+      the other members of a chain) and is ignored; a vector ``value`` is read as the
+      losses for one release, with a ``DeprecationWarning``;
     * ``preference``: ``[m]`` run-time preference overriding the one fixed at
       construction (PPE navigation and hypernetworks change it every step).
 
@@ -88,7 +118,18 @@ def aggregate(
       scale: ``"unit"``, ``"num_tasks"`` or a positive float.
       dtype: dtype of the weights in the state (default: float64 when x64 is enabled
         and the parameters are float64, else float32; set it to match your Jacobian).
+      nonfinite: what a step whose Jacobian or losses hold a NaN/inf returns.
+        ``"zero"`` (default): exact zeros, so the parameters never change on such a
+        step (the optimizer after it still sees a zero gradient). ``"nan"``: a NaN
+        update, for a downstream ``optax.apply_if_finite``, which then skips the rest of
+        the chain without touching its state and counts consecutive bad steps:
+        ``optax.chain(jp.epo(r, nonfinite="nan"), optax.apply_if_finite(adam, 3))``.
+        Either way the weights and the weighting's state keep their last values and
+        ``skipped`` counts the step. (``optax.apply_if_finite`` around the whole chain
+        cannot work: its rejected branch returns the Jacobian's shape.)
     """
+    if nonfinite not in ("zero", "nan"):
+        raise ValueError(f"`nonfinite` must be 'zero' or 'nan', got {nonfinite!r}.")
     if isinstance(scale, str):
         if scale not in ("unit", "num_tasks"):
             raise ValueError(f"`scale` must be 'unit', 'num_tasks' or a float, got {scale!r}.")
@@ -121,20 +162,17 @@ def aggregate(
             skipped=jnp.zeros((), jnp.int32),
         )
 
-    def update(updates, state, params=None, *, value=None, preference=None, **extra_args):
+    def update(updates, state, params=None, *, losses=None, value=None, preference=None,
+               **extra_args):
         del params, extra_args
         m = _num_tasks(updates)
         if state.weights.shape != (m,):
             raise ValueError(
                 f"`updates` (the Jacobian) has m={m} tasks but the transform was built "
-                f"for m={state.weights.shape[0]}."
+                f"for m={state.weights.shape[0]}. To accumulate micro-batches, accumulate "
+                "the Jacobian (jp.accumulate_jacobian), not the combined update."
             )
-        if value is not None:
-            # Named here: the weightings would report it as `losses`, which is not
-            # what the caller of tx.update wrote.
-            value = check_float(value, "value")
-            if value.shape != (m,):
-                raise ValueError(f"`value` (the losses) must have shape ({m},), got {value.shape}.")
+        value = task_losses(losses, value, m)
         gram = _jac.gramian(updates)
         finite = jnp.all(jnp.isfinite(gram))
         if value is not None:
@@ -154,8 +192,9 @@ def aggregate(
         # direction (shaped like the parameters), never to the m × n Jacobian: a NaN or
         # inf anywhere in the Jacobian reaches the Gramian's diagonal, so a finite
         # Gramian means a finite Jacobian, and a bad step returns exact zeros.
+        fill = 0.0 if nonfinite == "zero" else jnp.nan
         direction = jax.tree_util.tree_map(
-            lambda d: jnp.where(finite, d, jnp.zeros_like(d)), _jac.combine(updates, weights)
+            lambda d: jnp.where(finite, d, jnp.full_like(d, fill)), _jac.combine(updates, weights)
         )
 
         def keep(new, old):
@@ -171,37 +210,148 @@ def aggregate(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def mgda(*, num_tasks: int | None = None, scale: str | float = "unit", **kwargs):
-    """MGDA (min-norm) aggregator: ``aggregate(weighting.mgda(**kwargs))``.
+class AccumulateJacobianState(NamedTuple):
+    """State of :func:`accumulate_jacobian`.
 
-    Désidéri (2012); Sener & Koltun (2018). ``kwargs`` go to
-    :func:`jaxpareto.weighting.mgda` (``method``, ``normalization``).
+    Attributes:
+      jacobian_sum: running sum of the micro-batch Jacobians (every leaf ``[m, ...]``).
+      losses_sum: ``[m]`` running sum of the micro-batch losses.
+      mini_step: ``int32`` micro-batches accumulated since the last real update.
+      inner: the wrapped transformation's state.
     """
-    return aggregate(_w.mgda(**kwargs), num_tasks=num_tasks, scale=scale)
+
+    jacobian_sum: Any
+    losses_sum: jax.Array
+    mini_step: jax.Array
+    inner: Any
 
 
-def epo(preference=None, *, scale: str | float = "unit", **kwargs):
-    """EPO search aggregator (Mahapatra & Rajan, ICML 2020, eq. 24).
+def accumulate_jacobian(
+    inner: optax.GradientTransformation, every_k: int, *, num_tasks: int
+) -> optax.GradientTransformationExtraArgs:
+    """Gradient accumulation for Jacobian methods: weight the *accumulated* Jacobian.
 
-    ``kwargs`` go to :func:`jaxpareto.weighting.epo` (``eps``, ``adjustment``,
-    ``descent``, ``fallback``). Needs ``value=losses`` at update time.
+    ``optax.MultiSteps`` averages the updates it receives, which for a chain starting
+    with a jaxpareto aggregator means averaging per-micro-batch *weighted* directions,
+    each with weights solved on one micro-batch's Gramian (and it cannot wrap the chain
+    at all: its buffer is shaped like the parameters, not like the Jacobian). The right
+    accumulation for a weighting that is a function of the Gramian is over the
+    Jacobian: with ``k`` equal micro-batches ``B_1..B_k`` of the batch ``B``,
+    ``J(B) = (1/k) Σ_j J(B_j)`` and ``l(B) = (1/k) Σ_j l(B_j)``, so after ``k`` calls
+    the wrapped transformation sees exactly the large batch's Jacobian and losses and
+    solves its weights once. The other ``k − 1`` calls return zeros and leave the inner
+    state alone.
+
+    ``update(jac, state, params=None, *, losses=None, **extra)`` takes one micro-batch's
+    Jacobian and losses.
+
+    Args:
+      inner: a transformation over the Jacobian, e.g.
+        ``optax.chain(jp.epo(r), optax.adam(1e-3))``.
+      every_k: micro-batches per update (a positive int).
+      num_tasks: ``m`` (the accumulator holds an ``[m, ...]`` copy of the parameters).
     """
-    return aggregate(_w.epo(preference, **kwargs), scale=scale)
+    if isinstance(every_k, bool) or not isinstance(every_k, int) or every_k < 1:
+        raise ValueError(f"`every_k` must be a positive int, got {every_k!r}.")
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"`num_tasks` must be a positive int, got {num_tasks!r}.")
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params):
+        leaves = jax.tree_util.tree_leaves(params)
+        ldtype = _weight_dtype(jnp.result_type(*leaves)) if leaves else jnp.float32
+        return AccumulateJacobianState(
+            jacobian_sum=jax.tree_util.tree_map(
+                lambda p: jnp.zeros((num_tasks, *jnp.shape(p)), jnp.result_type(p)), params),
+            losses_sum=jnp.zeros((num_tasks,), ldtype),
+            mini_step=jnp.zeros((), jnp.int32),
+            inner=inner.init(params),
+        )
+
+    def update(updates, state, params=None, *, losses=None, value=None, **extra):
+        m = _num_tasks(updates)
+        if m != num_tasks:
+            raise ValueError(f"`updates` (the Jacobian) has m={m} tasks, the accumulator "
+                             f"was built for num_tasks={num_tasks}.")
+        losses = task_losses(losses, value, m)
+        jac_sum = jax.tree_util.tree_map(lambda a, g: a + g.astype(a.dtype),
+                                         state.jacobian_sum, updates)
+        loss_sum = state.losses_sum + (0.0 if losses is None else losses.astype(state.losses_sum.dtype))
+        step = state.mini_step + 1
+
+        def emit(_):
+            mean_jac = jax.tree_util.tree_map(lambda a: a / every_k, jac_sum)
+            mean_losses = None if losses is None else loss_sum / every_k
+            out, new_inner = inner.update(mean_jac, state.inner, params, losses=mean_losses,
+                                          value=value, **extra)
+            return (out, new_inner, jax.tree_util.tree_map(jnp.zeros_like, jac_sum),
+                    jnp.zeros_like(loss_sum), jnp.zeros_like(step))
+
+        def wait(_):
+            zeros = jax.tree_util.tree_map(lambda g: jnp.zeros(g.shape[1:], g.dtype), updates)
+            return zeros, state.inner, jac_sum, loss_sum, step
+
+        out, new_inner, jac_sum, loss_sum, step = jax.lax.cond(step >= every_k, emit, wait, None)
+        return out, AccumulateJacobianState(jac_sum, loss_sum, step, new_inner)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
-def pmtl(preferences, index: int, *, scale: str | float = "unit", **kwargs):
-    """Pareto MTL aggregator (Lin et al. 2019) for sub-region ``index`` of
-    ``preferences`` (``[K, m]``). Needs ``value=losses`` at update time."""
-    return aggregate(_w.pmtl(preferences, index, **kwargs), scale=scale)
+def _shorthand(name: str) -> Callable[..., optax.GradientTransformationExtraArgs]:
+    """``jp.<name>(...)``: ``aggregate(jp.weighting.<name>(...), num_tasks=, scale=,
+    dtype=)``.
+
+    The signature is the factory's, plus ``num_tasks``/``scale``/``dtype``, with every
+    option defaulting to ``None`` ("the factory's default"): ``inspect.signature``, and
+    with it ``optax.inject_hyperparams``, sees each hyperparameter by name, and only
+    the ones a caller sets become injected (traceable) hyperparameters, e.g.
+    ``optax.inject_hyperparams(jp.epo)(preference=r)``. Options that shape the solver
+    (iteration caps, modes) must then be listed in ``static_args``.
+    """
+    factory = getattr(_w, name)
+    sig = inspect.signature(factory)
+    own = [p if p.default is inspect.Parameter.empty else p.replace(default=None)
+           for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+             for n, d in (("num_tasks", None), ("scale", "unit"), ("dtype", None),
+                          ("nonfinite", "zero"))
+             if n not in sig.parameters]
+
+    def transform(*args, num_tasks=None, scale="unit", dtype=None, nonfinite="zero", **kwargs):
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if "num_tasks" in sig.parameters and num_tasks is not None:
+            kwargs["num_tasks"] = num_tasks
+        return aggregate(factory(*args, **kwargs), num_tasks=num_tasks, scale=scale, dtype=dtype,
+                         nonfinite=nonfinite)
+
+    transform.__signature__ = sig.replace(
+        parameters=[*own, *extra], return_annotation=optax.GradientTransformationExtraArgs)
+    transform.__name__ = transform.__qualname__ = name
+    transform.__module__ = __name__
+    transform.__doc__ = (
+        f"``jp.weighting.{name}`` as an optax transformation over a Jacobian pytree:\n"
+        f"``aggregate(jp.weighting.{name}(...), num_tasks=num_tasks, scale=scale, "
+        "dtype=dtype, nonfinite=nonfinite)`` (see :func:`aggregate` for ``update``'s arguments and the "
+        "finite guard). An option left at ``None`` takes the factory's default.\n\n"
+        + inspect.cleandoc(factory.__doc__ or "")
+    )
+    return transform
 
 
-def linear(preference=None, *, num_tasks: int | None = None, scale: str | float = "unit"):
-    """Linear scalarization aggregator: direction ``Σ_i (r_i/Σr) ∇l_i``."""
-    return aggregate(_w.linear(preference), num_tasks=num_tasks, scale=scale)
-
-
-def chebyshev(preference=None, ideal=None, *, num_tasks: int | None = None,
-              scale: str | float = "unit", smoothing: float | None = None):
-    """(Smooth) Tchebycheff aggregator; needs ``value=losses`` at update time."""
-    return aggregate(_w.chebyshev(preference, ideal, smoothing=smoothing),
-                     num_tasks=num_tasks, scale=scale)
+# One transform per single-model weighting of jp.weighting (hv_gradient weights a set of
+# K models at once and is used through `aggregate` directly).
+SHORTHANDS = ("mgda", "epo", "pmtl", "linear", "chebyshev", "smooth_chebyshev", "upgrad",
+              "dualproj", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl")
+mgda = _shorthand("mgda")
+epo = _shorthand("epo")
+pmtl = _shorthand("pmtl")
+linear = _shorthand("linear")
+chebyshev = _shorthand("chebyshev")
+smooth_chebyshev = _shorthand("smooth_chebyshev")
+upgrad = _shorthand("upgrad")
+dualproj = _shorthand("dualproj")
+pcgrad = _shorthand("pcgrad")
+cagrad = _shorthand("cagrad")
+nash_mtl = _shorthand("nash_mtl")
+imtl_g = _shorthand("imtl_g")
+aligned_mtl = _shorthand("aligned_mtl")
