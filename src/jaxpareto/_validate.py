@@ -31,7 +31,7 @@ def check_float(x, name: str) -> jax.Array:
     return x
 
 
-def check_gram(gram, name: str = "gram", min_tasks: int = 2) -> jax.Array:
+def check_gram(gram, name: str = "gram", min_tasks: int = 1) -> jax.Array:
     """Validate a Gramian ``[m, m]`` with ``m >= min_tasks``; returns it as an array."""
     gram = check_float(gram, name)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
