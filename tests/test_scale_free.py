@@ -211,7 +211,7 @@ def test_one_task_transform_is_plain_gradient_descent(name):
     jac = {"w": jnp.linspace(-1.0, 2.0, 5)[None], "b": jnp.full((1,), 3.0)}
     tx = optax.chain(FACTORIES_M1[name](), optax.sgd(0.1))
     state = tx.init(params)
-    step = jax.jit(lambda j, s: tx.update(j, s, params, value=jnp.full((1,), 0.5)))
+    step = jax.jit(lambda j, s: tx.update(j, s, params, losses=jnp.full((1,), 0.5)))
     for _ in range(2):  # twice: the second update starts from the carried state
         updates, state = step(jac, state)
         np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * np.asarray(jac["w"][0]),
