@@ -41,6 +41,11 @@ def _check_move(t: Trace, what: str, *, initial: bool = False) -> None:
         why = "" if fail == Status.NONE else f"; last rejected attempt: {fail!r} ({fail.message})"
         msgs.append(f"the move stopped with {reason!r} ({reason.message}) after "
                     f"{k - 1} step(s){why}")
+    if not initial and reason == Status.MAX_POINTS:
+        msgs.append(f"the point budget (max_points) ran out after {k - 1} step(s), before "
+                    "the target or the end of the front")
+    if not initial and k == 1 and reason not in _STALLED:
+        msgs.append(f"no step was taken ({reason!r}: {reason.message})")
     if initial and reason in (Status.NON_FINITE, Status.CORRECTOR_FAILED):
         msgs.append(f"the start could not be corrected: {reason!r}")
     if msgs:

@@ -510,7 +510,7 @@ def trace(
     corrector_lr=None,
     corrector_tol=None,
     corrector_rtol=None,
-    rel_step=0.1,
+    rel_step=0.25,
     alpha_step=0.1,
     alpha=None,
     correct_start: bool = True,
