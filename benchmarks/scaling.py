@@ -94,7 +94,7 @@ def steps(loss_fn, m: int, chunked: bool):
         def step(p, s, b):
             losses, jac = jp.value_and_jacobian(loss_fn, mode=mode, chunk_size=1
                                                 if mode == "chunked" else None)(p, b)
-            u, s = tx.update(jac, s, p, value=losses)
+            u, s = tx.update(jac, s, p, losses=losses)
             return optax.apply_updates(p, u), s
         return step, tx
 

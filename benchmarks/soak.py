@@ -93,7 +93,7 @@ def _segment_fn(problem, kind, lr, method, restart_every, noise_l, noise_g, p_ba
             inject = jax.random.uniform(k3) < p_bad
             which = jax.random.randint(k4, (), 0, 4)
             noisy = jnp.where(inject, noisy.at[0].set(bad_values[which]), noisy)
-            updates, opt_state = tx.update(jac, opt_state, params, value=noisy,
+            updates, opt_state = tx.update(jac, opt_state, params, losses=noisy,
                                            **({"preference": pref} if method == "epo" else {}))
             params = optax.apply_updates(params, updates)
             inner = opt_state[0].inner

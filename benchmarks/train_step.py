@@ -130,7 +130,7 @@ def jax_steps(params, batch, encode, heads, num_tasks: int):
     def with_transform(tx):
         def step(p, s, b):
             losses, jac = jp.value_and_jacobian(loss_fn)(p, b)
-            u, s = tx.update(jac, s, p, value=losses)
+            u, s = tx.update(jac, s, p, losses=losses)
             return optax.apply_updates(p, u), s
         return step
 

@@ -54,7 +54,7 @@ def _run(tx, loss_fn, theta0, steps, preference=None):
     def body(carry, _):
         theta, s = carry
         losses, jac = jp.value_and_jacobian(loss_fn)(theta)
-        updates, s = tx.update(jac, s, theta, value=losses, preference=preference)
+        updates, s = tx.update(jac, s, theta, losses=losses, preference=preference)
         return (optax.apply_updates(theta, updates), s), losses
 
     (theta, _), path = jax.lax.scan(body, (theta0, state), None, length=steps)

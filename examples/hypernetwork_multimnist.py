@@ -147,7 +147,7 @@ def train_epo_models(prefs, template, images, labels, *, epochs, batch_size, lr,
         del key
         params, state, r = carry
         losses, jac = jacobian.value_and_jacobian(models.lenet_losses)(params, x, y)
-        updates, state = optimizer.update(jac, state, params, value=losses, preference=r)
+        updates, state = optimizer.update(jac, state, params, losses=losses, preference=r)
         return optax.apply_updates(params, updates), state, r
 
     run = _epoch_runner(one, images, labels, batch_size)

@@ -78,7 +78,7 @@ def _make_step():
     @jax.jit
     def step(params, opt_state, batch):
         losses, jac = jp.value_and_jacobian(loss_fn)(params, batch)
-        updates, opt_state = tx.update(jac, opt_state, params, value=losses)
+        updates, opt_state = tx.update(jac, opt_state, params, losses=losses)
         return optax.apply_updates(params, updates), opt_state, losses
 
     return tx, step

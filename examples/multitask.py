@@ -154,7 +154,7 @@ def make_method(
         def grad(params, state, batch, preference, index):
             losses, jac = jac_fn(params, batch)
             direction, state = make_tx(index).update(
-                jac, state, params, value=losses, preference=preference)
+                jac, state, params, losses=losses, preference=preference)
             return losses, direction, state, state.weights
 
         return Method(name, init, grad)

@@ -84,7 +84,7 @@ def jacobian_step(tx):
     @jax.jit
     def step(params, opt_state, batch):
         losses, jac = jp.value_and_jacobian(loss_fn)(params, batch)
-        updates, opt_state = tx.update(jac, opt_state, params, value=losses)
+        updates, opt_state = tx.update(jac, opt_state, params, losses=losses)
         weights = opt_state[0].weights
         return optax.apply_updates(params, updates), opt_state, updates, weights, losses
 

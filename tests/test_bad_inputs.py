@@ -77,7 +77,7 @@ def _runner(name: str, m: int, dtype: str):
             j, l, r = inp
             # A run-time preference (traced) overrides the constructor's; MGDA and PMTL
             # ignore it.
-            upd, s = tx.update({"w": j}, s, p, value=l, preference=r)
+            upd, s = tx.update({"w": j}, s, p, losses=l, preference=r)
             p = optax.apply_updates(p, upd)
             return (p, s), (p["w"], upd["w"], s[0])
 
@@ -183,7 +183,7 @@ def _():
         tx = _transform(name, 2)
         with pytest.raises(TypeError, match="`jac` must have a floating dtype"):
             tx.update({"w": jnp.ones((2, N), jnp.int32)}, tx.init(params), params,
-                      value=jnp.asarray(L_GOOD))
+                      losses=jnp.asarray(L_GOOD))
     with pytest.raises(TypeError, match="`jac` must have a floating dtype"):
         jp.gramian({"w": jnp.ones((2, N), jnp.int32)})
 
@@ -193,8 +193,8 @@ def _():
     params = {"w": jnp.ones(N)}
     for name in METHODS:
         tx = _transform(name, 2)
-        with pytest.raises(TypeError, match="`value` must have a floating dtype"):
-            jax.jit(lambda j, l: tx.update(j, tx.init(params), params, value=l))(
+        with pytest.raises(TypeError, match="`losses` must have a floating dtype"):
+            jax.jit(lambda j, l: tx.update(j, tx.init(params), params, losses=l))(
                 {"w": jnp.asarray(G_GOOD)}, jnp.array([1, 2]))
     with pytest.raises(TypeError, match="`losses` must have a floating dtype"):
         jp.epo_weights(jnp.eye(2), jnp.array([1, 2]), jnp.ones(2))
@@ -207,7 +207,7 @@ def _():
     for name in METHODS:
         tx = _transform(name, 2)
         with pytest.raises(ValueError, match="`jac` leaves must share a leading task axis"):
-            tx.update(jac, tx.init(params), params, value=jnp.asarray(L_GOOD))
+            tx.update(jac, tx.init(params), params, losses=jnp.asarray(L_GOOD))
 
 
 @case("jacobian-m-mismatch")
@@ -217,7 +217,7 @@ def _():
         tx = _transform(name, 3)
         with pytest.raises(ValueError, match=r"`updates` \(the Jacobian\) has m=2 tasks"):
             tx.update({"w": jnp.asarray(G_GOOD)}, tx.init(params), params,
-                      value=jnp.asarray(L_GOOD))
+                      losses=jnp.asarray(L_GOOD))
 
 
 @case("mismatched-pytree")
@@ -259,8 +259,8 @@ def _():
     params = {"w": jnp.ones(N)}
     for name in METHODS:
         tx = _transform(name, 2)
-        with pytest.raises(ValueError, match=r"`value` \(the losses\) must have shape \(2,\)"):
-            tx.update({"w": jnp.asarray(G_GOOD)}, tx.init(params), params, value=jnp.ones(3))
+        with pytest.raises(ValueError, match=r"`losses` must have shape \(2,\)"):
+            tx.update({"w": jnp.asarray(G_GOOD)}, tx.init(params), params, losses=jnp.ones(3))
 
 
 @case("missing-losses")
@@ -321,7 +321,7 @@ def _():
     tx = jp.epo(_preference(2))
     for call in (
         lambda: tx.update({"w": jnp.asarray(G_GOOD)}, tx.init(params), params,
-                          value=jnp.asarray(L_GOOD), preference=r),
+                          losses=jnp.asarray(L_GOOD), preference=r),
         lambda: jp.epo_weights(jnp.eye(2), jnp.ones(2), r),
         lambda: jp.hypernetwork.apply(_hypernet(), r),
         lambda: jp.ppe.trace(_two_losses, jnp.ones(2), "toward", 2, preference=r),
@@ -563,7 +563,7 @@ def _():
     params = {"w": jnp.zeros(n)}
     for tx in (optax.chain(jp.mgda(num_tasks=m), optax.sgd(0.1)),
                optax.chain(jp.epo(jnp.ones(m)), optax.sgd(0.1))):
-        upd, state = jax.jit(lambda j, l: tx.update(j, tx.init(params), params, value=l))(
+        upd, state = jax.jit(lambda j, l: tx.update(j, tx.init(params), params, losses=l))(
             {"w": jnp.asarray(jac)}, jnp.asarray(losses))
         _assert_finite(upd, state)
         w = np.asarray(state[0].weights)
@@ -633,7 +633,7 @@ def _():
                jp.epo(jnp.ones(1)), jp.pmtl(jnp.ones((2, 1)), 0),
                jp.aggregate(jp.weighting.upgrad(), num_tasks=1),
                jp.aggregate(jp.weighting.cagrad(), num_tasks=1)):
-        upd, state = jax.jit(lambda j: tx.update(j, tx.init(params), params, value=jnp.ones(1)))(
+        upd, state = jax.jit(lambda j: tx.update(j, tx.init(params), params, losses=jnp.ones(1)))(
             {"w": g})
         np.testing.assert_array_equal(upd["w"], g[0])
         np.testing.assert_array_equal(state.weights, [1.0])

@@ -182,7 +182,7 @@ def test_batched_preference_methods_match_per_model_transforms(name):
         def step(carry, rows):
             p, s = carry
             losses, jac = jp.value_and_jacobian(_mlp_loss)(p, xj[rows], yj[rows])
-            upd, s = tx.update(jac, s, p, value=losses)
+            upd, s = tx.update(jac, s, p, losses=losses)
             return (optax.apply_updates(p, upd), s), None
 
         (p, s), _ = jax.lax.scan(step, (p, tx.init(p)), schedule)

@@ -86,7 +86,7 @@ def _program(name):
 
         def one(params, state, x):
             losses, jac = jp.value_and_jacobian(_losses)(params, x)
-            updates, state = tx.update(jac, state, params, value=losses)
+            updates, state = tx.update(jac, state, params, losses=losses)
             return optax.apply_updates(params, updates), state
 
     @jax.jit

@@ -68,7 +68,7 @@ def test_epo_reaches_random_rays_on_dtlz2(m):
         def body(carry, _):
             theta, state = carry
             losses, jac = jp.value_and_jacobian(problem.loss_fn)(theta)
-            updates, state = tx.update(jac, state, theta, value=losses, preference=r)
+            updates, state = tx.update(jac, state, theta, losses=losses, preference=r)
             return (optax.apply_updates(theta, updates), state), None
 
         (theta, _), _ = jax.lax.scan(body, (theta0, tx.init(theta0)), None, length=300)

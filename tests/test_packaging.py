@@ -134,7 +134,7 @@ QUICKSTART = textwrap.dedent(
     @jax.jit
     def step(params, state):
         losses, jac = jp.value_and_jacobian(problem.loss_fn)(params)
-        updates, state = tx.update(jac, state, params, value=losses)
+        updates, state = tx.update(jac, state, params, losses=losses)
         return optax.apply_updates(params, updates), state, losses
 
     history = []

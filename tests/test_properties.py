@@ -288,7 +288,7 @@ def _model(seed):
 def _linear_update(params, x, r):
     tx = jp.linear(num_tasks=3)
     losses, jac = jp.value_and_jacobian(_task_losses)(params, x)
-    upd, _ = tx.update(jac, tx.init(params), params, value=losses, preference=r)
+    upd, _ = tx.update(jac, tx.init(params), params, losses=losses, preference=r)
     grad = jax.grad(lambda p: jnp.dot(r / jnp.sum(r), _task_losses(p, x)))(params)
     return upd, grad
 

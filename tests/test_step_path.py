@@ -88,7 +88,7 @@ def test_fused_step_update_equals_textbook_formulation(name, dtype, tol):
     @jax.jit
     def step(p, s):
         losses, jac = jp.value_and_jacobian(loss_fn)(p, x, y)
-        return tx.update(jac, s, p, value=losses)
+        return tx.update(jac, s, p, losses=losses)
 
     updates, new_state = step(params, state)
     rows, losses = _oracle_rows(loss_fn, params, x, y)
@@ -155,7 +155,7 @@ def test_nan_jacobian_gives_a_zero_update_and_counts_a_skip():
     @jax.jit
     def step(p, s):
         losses, jac = jp.value_and_jacobian(loss_fn)(p, x, y)
-        return tx.update(jac, s, p, value=losses)
+        return tx.update(jac, s, p, losses=losses)
 
     updates, state = step(params, state)
     for leaf in jax.tree_util.tree_leaves(updates):
@@ -195,7 +195,7 @@ def test_fused_step_never_builds_guards_or_transposes_the_stacked_jacobian(metho
 
     def step(p, s):
         losses, jac = jp.value_and_jacobian(loss_fn)(p, x)
-        u, s = tx.update(jac, s, p, value=losses)
+        u, s = tx.update(jac, s, p, losses=losses)
         return optax.apply_updates(p, u), s
 
     stacked = [tuple(sorted((m, *leaf.shape))) for leaf in jax.tree_util.tree_leaves(params)

@@ -53,7 +53,7 @@ class TransformTest(chex.TestCase):
         for name, make in ALL.items():
             tx = make()
             state = tx.init(params)
-            upd, state = self.variant(lambda j, s, l: tx.update(j, s, params, value=l))(jac, state, losses)
+            upd, state = self.variant(lambda j, s, l: tx.update(j, s, params, losses=l))(jac, state, losses)
             w = np.asarray(state.weights)
             np.testing.assert_allclose(_flat(upd), w @ g, rtol=1e-10, atol=1e-12, err_msg=name)
             assert np.all(np.isfinite(w)), name
@@ -80,7 +80,7 @@ class TransformTest(chex.TestCase):
         c = g @ g.T
         r = np.array([1.0, 2.0, 3.0])
         tx = jp.epo(jnp.asarray(r))
-        upd, state = jax.jit(lambda j, s, l: tx.update(j, s, params, value=l))(jac, tx.init(params), losses)
+        upd, state = jax.jit(lambda j, s, l: tx.update(j, s, params, losses=l))(jac, tx.init(params), losses)
         # Oracle LP (HiGHS) built from the paper's eq. 24 in numpy.
         l = np.asarray(losses)
         rl = r * l
@@ -118,7 +118,7 @@ def test_chain_with_optimizers_in_scan_decreases_losses(name):
     def body(carry, _):
         p, s = carry
         losses, jac = jp.value_and_jacobian(_losses)(p, x)
-        upd, s = tx.update(jac, s, p, value=losses)
+        upd, s = tx.update(jac, s, p, losses=losses)
         return (optax.apply_updates(p, upd), s), losses
 
     (params_out, _), hist = jax.jit(lambda c: jax.lax.scan(body, c, None, length=60))((params, opt_state))
@@ -133,7 +133,7 @@ def test_sgd_chain_and_runtime_preference():
     tx = optax.chain(jp.epo(jnp.array([1.0, 1.0, 1.0])), optax.sgd(0.1))
     state = tx.init(params)
     losses, jac = jp.value_and_jacobian(_losses)(params, x)
-    step = jax.jit(lambda j, s, l, r: tx.update(j, s, params, value=l, preference=r))
+    step = jax.jit(lambda j, s, l, r: tx.update(j, s, params, losses=l, preference=r))
     u1, s1 = step(jac, state, losses, jnp.array([1.0, 1.0, 1.0]))
     u2, s2 = step(jac, state, losses, jnp.array([0.2, 1.0, 5.0]))
     assert not np.allclose(_flat(u1), _flat(u2))
@@ -147,7 +147,7 @@ def test_scale_num_tasks_and_float32():
     params, x = _setup(jnp.float32)
     losses, jac = jp.value_and_jacobian(_losses)(params, x)
     tx = jp.epo(jnp.array([1.0, 2.0, 3.0], jnp.float32), scale="num_tasks")
-    upd, state = jax.jit(lambda j, s, l: tx.update(j, s, params, value=l))(jac, tx.init(params), losses)
+    upd, state = jax.jit(lambda j, s, l: tx.update(j, s, params, losses=l))(jac, tx.init(params), losses)
     assert state.weights.dtype == jnp.float32
     assert all(l.dtype == jnp.float32 for l in jax.tree_util.tree_leaves(upd))
     np.testing.assert_allclose(np.sum(state.weights), 3.0, rtol=1e-5)
@@ -159,13 +159,13 @@ def test_nonfinite_step_gives_zero_update_and_keeps_state():
     for name, make in ALL.items():
         tx = make()
         state = tx.init(params)
-        _, state = tx.update(jac, state, params, value=losses)
+        _, state = tx.update(jac, state, params, losses=losses)
         bad_jac = jax.tree_util.tree_map(lambda l: l.at[0].set(jnp.nan), jac)
-        upd, new_state = jax.jit(lambda j, s, l: tx.update(j, s, params, value=l))(bad_jac, state, losses)
+        upd, new_state = jax.jit(lambda j, s, l: tx.update(j, s, params, losses=l))(bad_jac, state, losses)
         assert np.all(_flat(upd) == 0), name
         assert int(new_state.skipped) == 1, name
         np.testing.assert_array_equal(new_state.weights, state.weights)
-        upd, new_state = tx.update(jac, state, params, value=losses.at[1].set(jnp.inf))
+        upd, new_state = tx.update(jac, state, params, losses=losses.at[1].set(jnp.inf))
         assert np.all(_flat(upd) == 0), name
 
 
@@ -176,9 +176,9 @@ def test_bad_static_inputs_raise_naming_the_argument():
         jp.mgda().init(params)
     with pytest.raises(ValueError, match="m=3"):
         jp.linear(jnp.ones(2)).update(jac, jp.linear(jnp.ones(2)).init(params), params)
-    with pytest.raises(ValueError, match="value"):
+    with pytest.raises(ValueError, match="`losses`"):
         tx = jp.mgda(num_tasks=3)
-        tx.update(jac, tx.init(params), params, value=jnp.ones(2))
+        tx.update(jac, tx.init(params), params, losses=jnp.ones(2))
     with pytest.raises(ValueError, match="scale"):
         jp.mgda(num_tasks=3, scale="twice")
     with pytest.raises(ValueError, match="losses"):

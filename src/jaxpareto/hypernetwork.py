@@ -634,7 +634,7 @@ def train_step(
 
             def one(r):
                 losses, jac = _jac.value_and_jacobian(losses_at)(hparams, r)
-                d, state = agg.update(jac, agg_state, hparams, value=losses, preference=r)
+                d, state = agg.update(jac, agg_state, hparams, losses=losses, preference=r)
                 return d, state, losses
 
             ds, states, losses = jax.vmap(one)(prefs)
