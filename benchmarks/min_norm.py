@@ -60,14 +60,21 @@ def instance(m: int, seed: int):
 
 
 def kkt(c, beta) -> float:
+    """Scale-free KKT residual of ``min_{β∈Δ} βᵀCβ``, written in numpy: each task's
+    dual and complementarity terms divided by ``n̄ (n_i + n̄)`` with ``n_i = √C_ii``
+    and ``n̄ = Σ |β_i| n_i`` (the scale at which its condition is resolvable), so that
+    rescaling one task's gradient does not change the residual."""
+    c = np.asarray(c, np.float64)
     beta = np.asarray(beta, np.float64)
     g = c @ beta
     v = beta @ g
-    s = max(float(np.max(np.diag(c))), 1e-300)
-    dual = np.max(np.maximum(v - g, 0))
-    comp = np.max(np.abs(beta) * np.abs(g - v))
+    n = np.sqrt(np.maximum(np.diag(c), 0))
+    nbar = np.abs(beta) @ n
+    den = np.maximum(nbar * (n + nbar), np.finfo(np.float64).tiny)
+    dual = np.max(np.maximum(v - g, 0) / den)
+    comp = np.max(np.abs(beta) * np.abs(g - v) / den)
     primal = abs(beta.sum() - 1) + np.sum(np.maximum(-beta, 0))
-    return float(max(max(dual, comp) / s, primal))
+    return float(max(dual, comp, primal))
 
 
 # ------------------------------------------------------- the MGDA-UB reference solvers
