@@ -17,6 +17,7 @@ from jaxpareto.jacobian import (
     mtl_value_and_grad,
     value_and_jacobian,
 )
+from jaxpareto.gramian_engine import GramianVJP, gramian_aggregate, gramian_vjp, value_and_gramian
 from jaxpareto.transforms import (
     AccumulateJacobianState,
     AggregateState,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "checkpoint", "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
     "combine", "filter_value_and_jacobian", "gramian", "mtl_value_and_grad", "value_and_jacobian",
+    "GramianVJP", "gramian_aggregate", "gramian_vjp", "value_and_gramian",
     "AccumulateJacobianState", "AggregateState", "accumulate_jacobian", "aggregate",
     "aligned_mtl", "cagrad", "chebyshev", "dualproj", "epo",
     "imtl_g", "linear", "mgda", "nash_mtl", "pcgrad", "pmtl", "smooth_chebyshev", "upgrad",
