@@ -520,3 +520,36 @@ def test_projections_dependent_rows_against_nnls(name, dtype):
             continue
         assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 10, (m, rank)
         assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star), (m, rank)
+
+
+# ----------------------------------------------------------------------------------- EPO
+
+
+_EPO_F32_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="EPO/LP are not scale-free yet (issue 16): in float32 at norm spreads of 1e8 "
+           "the LP reports OPTIMAL with a descent constraint violated (cosine -0.57). "
+           "Suspected: lp.py scales each row by its largest entry, i.e. relative to the "
+           "largest gradient, not to the task's own scale.",
+)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("m", [3, pytest.param(8, id="8")])
+def test_epo_descent_steps_do_not_conflict_at_spread_1e8(m, dtype, request):
+    if m == 8 and dtype == np.float32:
+        request.applymarker(_EPO_F32_GAP)
+    """In descent mode the LP constrains ``βᵀc_j ≥ 0`` for every task (Mahapatra & Rajan
+    2020, eq. 24), so the update conflicts with none — checked on the Jacobian."""
+    rng = np.random.default_rng(70 + m)
+    fn = _jit(W.epo_weights)
+    for _ in range(10):
+        jac = scaled_jacobian(rng, m, m + 5)
+        pref = rng.uniform(0.5, 2, m)
+        losses = 1.3 / pref  # on the preference ray: μ = 0, a pure descent step
+        res = fn(gram_of(jac, dtype), jnp.asarray(losses, dtype), jnp.asarray(pref, dtype))
+        d = jac.T @ np.asarray(res.weights, np.float64)
+        assert bool(res.descent)
+        if not bool(res.fallback):  # the fallback (min-norm) is non-conflicting as well
+            assert int(res.lp_status) == W.OPTIMAL
+        assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 100
