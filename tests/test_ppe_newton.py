@@ -8,6 +8,9 @@ Oracles, independent of the code under test:
 * a 2-task logistic regression: ``scipy.optimize.minimize`` on the weighted sum at the
   trace's KKT weights.
 
+The larger cases (float32, chunked data, the MLP, n = 1000) are
+marked slow: ``pytest -m slow tests/test_ppe_newton.py``.
+
 All quadratic cases share one loss function and the shapes (m=2, n=8) / (m=3, n=6), so
 each ``trace`` executable is compiled once.
 """
@@ -332,3 +335,251 @@ def test_quadratics_n1000(kappa):
         print(f"n={n} κ={kappa:g} task {task}: {tr.summary()}, coverage {100 * cov:.1f} %, "
               f"stationarity {stat:.1e}")
         assert cov >= 0.9 and stat <= 1e-6
+
+
+# ------------------------------------------------- more bad inputs: rays, NaN, float32
+
+
+def shifted_quad(theta, A, c, shift):
+    """Quadratics plus a constant per task: the front runs from ``shift + (0, l₁(c₀))`` to
+    ``shift + (l₀(c₁), 0)``, so a ray steeper than its ends misses it."""
+    diff = theta[None, :] - c
+    return 0.5 * jnp.einsum("mi,mij,mj->m", diff, A, diff) + shift
+
+
+def test_unreachable_preference_ray_is_named_and_warned():
+    A, c = conditioned(56, 2, 8, 10.0)
+    args = (jnp.asarray(A), jnp.asarray(c), jnp.asarray([1.0, 1.0]))
+    start = theta_star(A, c, np.array([0.5, 0.5]))
+    l_end = np.asarray(shifted_quad(jnp.asarray(c[0]), *args))  # task 0's end of the front
+    pref = jnp.asarray([1.0, 0.1 * l_end[0] / l_end[1]])  # ray l₁/l₀ = 10·(ratio at the end)
+    tr = ppe.trace(shifted_quad, jnp.asarray(start), "toward", 40, *args, preference=pref)
+    K = int(tr.length)
+    for leaf in (tr.params, tr.losses, tr.alpha, tr.cost):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert tr.reason == Status.END_OF_FRONT, tr.summary()
+    assert np.all(np.asarray(tr.converged)[:K])
+    np.testing.assert_allclose(np.asarray(tr.losses)[K - 1], l_end, rtol=1e-6)  # closest end
+    nav = ppe.Navigator(shifted_quad, jnp.asarray(start), *args, max_points=40)
+    with pytest.warns(ppe.PPEWarning, match="ray is not reachable"):
+        move = nav.toward(pref)
+    assert move.reason == Status.END_OF_FRONT
+    np.testing.assert_array_equal(np.asarray(nav.front[-1]), np.asarray(nav.losses))
+    print(f"unreachable ray: {tr.summary()}")
+
+
+def test_nan_at_every_newton_trial_gives_non_finite_and_finite_params():
+    """``0·log(bound − θ₀)`` is NaN beyond ``bound``, set just above the start: the Newton
+    step (which raises θ₀) and every backtracked trial land in the NaN region."""
+    A, c = conditioned(51, 2, 8, 1e4)  # the shapes of the standalone Newton test
+    alpha = np.array([0.3, 0.7])
+    th = theta_star(A, c, alpha)
+    start = th.copy()
+    start[0] -= 1e-2
+    bound = jnp.asarray(start[0] + 1e-14 * max(1.0, abs(start[0])))
+    args = (jnp.asarray(A), jnp.asarray(c), jnp.asarray(1.0), bound)
+    res = ppe.corrector(squad, jnp.asarray(start), *args, method="kkt", alpha=jnp.asarray(alpha),
+                        constraint="alpha")
+    assert int(res.status) == Status.NON_FINITE and bool(res.degenerate)
+    assert not bool(res.converged)
+    np.testing.assert_array_equal(np.asarray(res.params), start)  # the last finite iterate
+    for leaf in (res.losses, res.alpha, res.cost):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+@pytest.mark.slow  # compiles a new trace (run with -m slow)
+def test_float32_quadratics_stationary_to_1e_3():
+    """float32 data and parameters: every point Pareto-stationary to 1e-3 relative
+    (checked in float64), the requested loss decreasing, most of the front covered."""
+    bound32 = jnp.asarray(np.finfo(np.float32).max / 4, jnp.float32)
+    rows = []
+    for i, kappa in enumerate((10.0, 1e4)):
+        A, c = conditioned(40 + i, 2, 8, kappa)
+        for scale in (1e-3, 1e3):
+            start = theta_star(A, c, np.array([0.5, 0.5]))
+            for task in (0, 1):
+                f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+                tr = ppe.trace(squad, f32(start), ppe.improve_direction(2, task, dtype=jnp.float32),
+                               40, f32(A), f32(c), f32(scale), bound32)
+                assert tr.losses.dtype == jnp.float32
+                K = int(tr.length)
+                P = np.asarray(tr.params, np.float64)[:K]
+                al = np.asarray(tr.alpha, np.float64)[:K]
+                stat = max(rel_stationarity(grads(A, c, scale, p)) for p in P)
+                cov = coverage(al[0], al[-1])
+                rows.append((kappa, scale, task, K, tr.reason, cov, stat))
+                assert stat <= 1e-3, rows[-1]
+                assert np.all(np.diff(np.asarray(tr.losses, np.float64)[:K, task]) <= 0), rows[-1]
+                assert cov >= 0.9, rows[-1]
+    for r in rows:
+        print("float32 κ={:g} scale={:g} task {}: {} points, {!r}, coverage {:.1%}, rel. "
+              "stationarity {:.1e}".format(*r))
+
+
+# ------------------------------------------------------ chunked (mini-batch) navigation
+
+
+@pytest.mark.slow  # compiles a new trace (run with -m slow)
+def test_chunked_data_equals_the_full_batch():
+    """Losses, gradients and HVPs averaged over 4 chunks of 50 samples (``batches=``,
+    ``lax.map``) give the full-batch tangent and trace to 1e-12; an iterator of chunks is
+    the same as the stacked tuple."""
+    X, Y = logistic_data()
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    start = jnp.asarray(np_weighted_solution(X, Y, np.array([0.5, 0.5])))
+
+    def chunk_losses(w, Xb, Yb):  # one chunk: Xb [50, 10], Yb [50, 2]
+        return logreg_losses(w, Xb, Yb.T)
+
+    Xb = Xj.reshape(4, 50, 10)
+    Yb = Yj.T.reshape(4, 50, 2)
+    from jaxpareto.ppe._common import _with_batches
+    fn, args = _with_batches(chunk_losses, (), (Xb, Yb))
+    np.testing.assert_allclose(np.asarray(fn(start, *args)),
+                               np.asarray(logreg_losses(start, Xj, Yj)), rtol=1e-14)
+    alpha = jnp.asarray([0.5, 0.5])
+    d = ppe.improve_direction(2, 0)
+    full_t = ppe.tangent(logreg_losses, start, alpha, d, Xj, Yj)
+    chunk_t = ppe.tangent(chunk_losses, start, alpha, d, batches=(Xb, Yb))
+    np.testing.assert_allclose(np.asarray(chunk_t.s_matrix), np.asarray(full_t.s_matrix),
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(chunk_t.v), np.asarray(full_t.v), rtol=1e-12,
+                               atol=1e-12 * float(jnp.max(jnp.abs(full_t.v))))
+    it = ((Xb[b], Yb[b]) for b in range(4))
+    iter_t = ppe.tangent(chunk_losses, start, alpha, d, batches=it)
+    np.testing.assert_array_equal(np.asarray(iter_t.v), np.asarray(chunk_t.v))
+
+    full = ppe.trace(logreg_losses, start, d, 40, Xj, Yj)
+    chunked = ppe.trace(chunk_losses, start, d, 40, batches=(Xb, Yb))
+    K = int(full.length)
+    assert int(chunked.length) == K and chunked.reason == full.reason
+    for name in ("losses", "params", "alpha"):
+        a, b = np.asarray(getattr(chunked, name))[:K], np.asarray(getattr(full, name))[:K]
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max(), err_msg=name)
+    # The Navigator takes the same option (and reuses the chunked trace's executable).
+    nav = ppe.Navigator(chunk_losses, start, batches=(Xb, Yb), max_points=40)
+    np.testing.assert_allclose(np.asarray(nav.losses), np.asarray(full.losses[0]), rtol=1e-12)
+    print(f"chunked trace (4 × 50 samples): {chunked.summary()}")
+
+
+# ---------------------------------------------------------------- GMRES preconditioner
+
+
+def test_hutchinson_preconditioner_effect():
+    """GMRES iterations of the tangent solves on n = 100 quadratics with κ(H) = 1e4,
+    without and with the Hutchinson diagonal preconditioner (8 probes). Axis-aligned
+    (badly scaled coordinates): a large saving; randomly rotated (no diagonal structure):
+    no saving, reported, not asserted beyond convergence."""
+    n = 100
+    rng = np.random.default_rng(7)
+    scales = np.logspace(0, 4, n)
+    rng.shuffle(scales)
+
+    def family(kind):
+        mats = []
+        for _ in range(2):
+            if kind == "axis-aligned":
+                e = 0.01 * rng.normal(size=(n, n))
+                mats.append(np.sqrt(scales)[:, None] * (np.eye(n) + (e + e.T) / 2)
+                            * np.sqrt(scales)[None, :])
+            else:
+                q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+                mats.append(q @ np.diag(scales) @ q.T)
+        return np.stack(mats), rng.normal(size=(2, n))
+
+    out = {}
+    for kind in ("axis-aligned", "rotated"):
+        A, c = family(kind)
+        alpha = np.array([0.5, 0.5])
+        kappa = np.linalg.cond(np.einsum("i,ijk->jk", alpha, A))
+        th = theta_star(A, c, alpha)
+        args = (jnp.asarray(A), jnp.asarray(c), jnp.asarray(1.0), BIG)
+        for pc in (None, "hutchinson"):
+            t = ppe.tangent(squad, jnp.asarray(th), jnp.asarray(alpha), ppe.improve_direction(2, 0),
+                            *args, maxiter=3000, restart=50, preconditioner=pc)
+            assert bool(jnp.all(t.converged)), (kind, pc)
+            out[kind, pc] = (int(jnp.max(t.iterations)), float(t.cost), kappa, t)
+        np.testing.assert_allclose(np.asarray(out[kind, "hutchinson"][3].v),
+                                   np.asarray(out[kind, None][3].v), rtol=1e-6, atol=1e-8)
+    for (kind, pc), (its, cost, kappa, _) in out.items():
+        print(f"{kind} κ={kappa:.1e} preconditioner={pc}: {its} GMRES iterations per solve, "
+              f"cost {cost:.0f}")
+    assert out["axis-aligned", "hutchinson"][0] * 5 <= out["axis-aligned", None][0]
+
+
+# ------------------------------------------------------------- jitted eager entry points
+
+
+def test_eager_corrector_and_tangent_do_not_recompile():
+    A, c = conditioned(51, 2, 8, 1e4)
+    alpha = jnp.asarray([0.3, 0.7])
+    th = theta_star(A, c, np.asarray(alpha))
+    args = (jnp.asarray(A), jnp.asarray(c), jnp.asarray(1.0), BIG)
+    counts = ppe._common.TRACE_COUNTS
+    for i in range(3):
+        start = jnp.asarray(th + 1e-3 * (i + 1))
+        ppe.corrector(squad, start, *args, method="kkt", alpha=alpha)
+        ppe.tangent(squad, jnp.asarray(th), alpha, ppe.improve_direction(2, i % 2), *args)
+        if i == 0:
+            first = dict(counts)
+    assert counts["corrector"] == first["corrector"] and counts["tangent"] == first["tangent"]
+    # A new shape compiles again, once.
+    ppe.tangent(squad, jnp.asarray(th[:6]), alpha, ppe.improve_direction(2, 0),
+                jnp.asarray(A[:, :6, :6]), jnp.asarray(c[:, :6]), jnp.asarray(1.0), BIG)
+    assert counts["tangent"] == first["tangent"] + 1
+
+
+# -------------------------------------------------------------------- a small MLP
+
+
+MLP_REG = 1e-3
+
+
+def mlp_losses(t, X, Y):
+    """A 4-8-2 tanh MLP (58 parameters, one flat vector), one output per task: the two
+    tasks' half mean squared errors plus a small L2 penalty on all weights."""
+    W1, b1, W2, b2 = t[:32].reshape(4, 8), t[32:40], t[40:56].reshape(8, 2), t[56:58]
+    out = jnp.tanh(X @ W1 + b1) @ W2 + b2
+    return 0.5 * jnp.mean((out - Y) ** 2, axis=0) + 0.5 * MLP_REG * jnp.sum(t**2)
+
+
+@pytest.mark.slow
+def test_small_mlp_front_or_named_fold():
+    """From a BFGS-trained α = ½ model (weighted sum, gradient ≤ 1e-10), trace toward each
+    end with full GMRES (restart = n = 58). Each direction either covers ≥ 90 % of the
+    KKT-weight range or stops with a named status at a fold of the weighted-sum minimiser
+    branch: there ``H_α`` at the last point is nearly singular (its smallest eigenvalue
+    below 1e-3 of the largest; past it the Pareto-critical branch is a saddle of the
+    weighted sum). Every recorded point is converged and stationary to 1e-6 relative."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4))
+    T = rng.normal(size=(4, 2))
+    Y = np.stack([np.sin(X @ T[:, 0]), np.tanh(X @ T[:, 1]) + 0.3 * X[:, 2]], 1)
+    Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
+    half = jnp.asarray([0.5, 0.5])
+    f = jax.jit(lambda t: half @ mlp_losses(t, Xj, Yj))
+    g = jax.jit(jax.grad(f))
+    fit = optimize.minimize(lambda t: float(f(jnp.asarray(t))), 0.5 * rng.normal(size=58),
+                            jac=lambda t: np.asarray(g(jnp.asarray(t))), method="BFGS",
+                            options={"gtol": 1e-11, "maxiter": 5000})
+    for task in (0, 1):
+        tr = ppe.trace(mlp_losses, jnp.asarray(fit.x), ppe.improve_direction(2, task), 40, Xj, Yj,
+                       gmres_restart=58, gmres_maxiter=240)
+        K = int(tr.length)
+        al = np.asarray(tr.alpha)[:K]
+        G = np.asarray(jax.vmap(lambda p: jax.jacrev(mlp_losses)(p, Xj, Yj))(tr.params))[:K]
+        stat = max(rel_stationarity(x) for x in G)
+        cov = coverage(al[0], al[-1])
+        last = tr.params[K - 1]
+        hess = np.asarray(jax.hessian(lambda t: jnp.asarray(al[-1]) @ mlp_losses(t, Xj, Yj))(last))
+        eig = np.linalg.eigvalsh(hess)
+        ratio = eig[0] / eig[-1]
+        print(f"MLP task {task}: {tr.summary()}; coverage {cov:.1%}, rel. stationarity "
+              f"{stat:.1e}, last α {al[-1].round(4)}, λ_min/λ_max(H_α) there {ratio:.1e}")
+        assert np.all(np.asarray(tr.converged)[:K]) and stat <= 1e-6
+        assert np.all(np.diff(np.asarray(tr.losses)[:K, task]) < 0)
+        if cov < 0.9:
+            assert tr.reason in (Status.STEP_TOO_SMALL, Status.END_OF_FRONT, Status.NO_PROGRESS)
+            assert Status(int(tr.failure)) in (Status.CORRECTOR_FAILED,
+                                               Status.GMRES_NOT_CONVERGED, Status.NONE)
+            assert ratio <= 1e-3, ratio

@@ -165,3 +165,93 @@ def _weighted_loss(loss_fn, alpha, args):
         return jnp.dot(alpha.astype(losses.dtype), losses)
 
     return f
+
+
+# ------------------------------------------------------------------ compilation counter
+
+# How many times each jitted entry point (``"corrector"``, ``"tangent"``, ``"trace"``)
+# has been traced, i.e. compiled: the Python body of a jitted function runs only when
+# JAX traces it. Tests use it to check that repeated eager calls reuse the executable.
+TRACE_COUNTS: dict[str, int] = {}
+
+
+def _count_trace(name: str) -> None:
+    TRACE_COUNTS[name] = TRACE_COUNTS.get(name, 0) + 1
+
+
+def _strong(tree):
+    """Leaves as strongly typed arrays (a weakly typed leaf would recompile)."""
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.result_type(x)), tree)
+
+
+# --------------------------------------------------------------------- chunked data
+
+
+class _Chunked:
+    """``loss_fn`` averaged over chunks of data: ``_Chunked(f)(θ, *args, batches)`` is
+    ``mean_b f(θ, *args, *batch_b)`` where ``batch_b`` is slice ``b`` of every leaf of the
+    tuple ``batches`` (leading axis = chunks), computed with ``lax.map`` and
+    ``jax.checkpoint`` per chunk, so a gradient, Jacobian or HVP holds one chunk's
+    activations at a time. Equal to the full-batch loss when ``f`` returns per-sample
+    means and the chunks have equal sizes. Hashable by ``f``, so ``jit`` caches reuse
+    executables across calls."""
+
+    def __init__(self, loss_fn):
+        self.loss_fn = loss_fn
+
+    def __hash__(self):
+        return hash((_Chunked, self.loss_fn))
+
+    def __eq__(self, other):
+        return isinstance(other, _Chunked) and other.loss_fn == self.loss_fn
+
+    def __repr__(self):
+        return f"_Chunked({self.loss_fn!r})"
+
+    def __call__(self, params, *args):
+        *rest, batches = args
+        body = jax.checkpoint(lambda p, b: self.loss_fn(p, *rest, *b))
+        per_chunk = jax.lax.map(lambda b: body(params, b), batches)
+        return jnp.mean(per_chunk, axis=0)
+
+
+def _stack_batches(batches) -> tuple:
+    """``batches`` as a tuple of arrays/pytrees with a common leading (chunk) axis.
+
+    A tuple is taken as already stacked (element ``j`` holds the ``j``-th data argument of
+    every chunk). A list or any other iterable (e.g. a data iterator) is read to the end;
+    each item is one chunk (a tuple of data arguments, or a single array) and the items
+    are stacked along a new leading axis.
+    """
+    if isinstance(batches, tuple):
+        stacked = batches
+    elif isinstance(batches, (jax.Array, np.ndarray)):
+        stacked = (batches,)
+    else:
+        try:
+            items = list(batches)
+        except TypeError:
+            raise TypeError("`batches` must be a tuple of stacked arrays or an iterable of "
+                            f"chunks, got {type(batches).__name__}.") from None
+        if not items:
+            raise ValueError("`batches` is empty.")
+        items = [it if isinstance(it, tuple) else (it,) for it in items]
+        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                                         *items)
+    leaves = jax.tree_util.tree_leaves(stacked)
+    if not leaves:
+        raise ValueError("`batches` has no arrays.")
+    sizes = {int(jnp.shape(x)[0]) if jnp.ndim(x) else -1 for x in leaves}
+    if len(sizes) != 1 or -1 in sizes or 0 in sizes:
+        raise ValueError("every array in `batches` needs the same, non-zero leading (chunk) "
+                         f"axis; got leading sizes {sorted(sizes)}.")
+    return jax.tree_util.tree_map(jnp.asarray, stacked)
+
+
+def _with_batches(loss_fn, args, batches):
+    """``(loss_fn, args)`` for the chunked data ``batches`` (or unchanged when None)."""
+    if batches is None:
+        return loss_fn, tuple(args)
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}.")
+    return _Chunked(loss_fn), tuple(args) + (_stack_batches(batches),)

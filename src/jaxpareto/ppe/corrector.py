@@ -63,9 +63,11 @@ from jaxpareto._validate import check_float, check_preference
 from jaxpareto.jacobian import combine, gramian, value_and_jacobian
 from jaxpareto.ppe._common import (
     COST_FORWARD, COST_GRADIENT, COST_HVP, Status, _all_finite, _check_eps, _check_int,
-    _check_params, _check_scalar, _default, _num_tasks, _tree_norm,
+    _check_params, _check_scalar, _count_trace, _default, _num_tasks, _strong, _tree_norm,
+    _with_batches,
 )
 from jaxpareto.ppe.krylov import _hessian_solves
+from jaxpareto.ppe.tangent import _check_preconditioner
 from jaxpareto.weighting.epo import epo_weights
 from jaxpareto.weighting.min_norm import min_norm_weights
 
@@ -261,6 +263,7 @@ class _KktConfig(NamedTuple):
     restart: int | None
     gmres_tol: float | None
     batched: bool
+    probes: int = 0  # Hutchinson probes of the diagonal preconditioner (0: none)
 
 
 class _KktEval(NamedTuple):
@@ -355,8 +358,9 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
     def newton_direction(e):
         flat = ravel_pytree(e.params)[0]
         rhs = jnp.concatenate([e.F[None], e.rows], 0)
-        sol = _hessian_solves(loss_fn, flat, unravel, e.alpha, args, rhs, damping,
-                              gmres_maxiter, config.restart, config.gmres_tol, config.batched)
+        sol, extra = _hessian_solves(loss_fn, flat, unravel, e.alpha, args, rhs, damping,
+                                     gmres_maxiter, config.restart, config.gmres_tol,
+                                     config.batched, config.probes)
         u, w = sol.x[0], sol.x[1:]
         s_mat = jnp.matmul(e.rows, w.T, precision=hi).astype(dtype)
         ju = jnp.matmul(e.rows, u, precision=hi).astype(dtype)
@@ -370,7 +374,7 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
         dalpha = jnp.where(fix_alpha, alpha_hat - e.alpha, dalpha_loss)
         dtheta = -u - jnp.matmul(dalpha.astype(ftype), w, precision=hi)
         its = sol.iterations
-        hv = jnp.max(its) * (m + 1) if config.batched else jnp.sum(its)
+        hv = (jnp.max(its) * (m + 1) if config.batched else jnp.sum(its)) + extra
         return dtheta, dalpha, jnp.all(sol.converged), hv
 
     class Carry(NamedTuple):
@@ -477,6 +481,9 @@ def corrector(
     gmres_tol: float | None = None,
     gmres_restart: int | None = None,
     batched: bool = True,
+    batches=None,
+    preconditioner: str | None = None,
+    preconditioner_probes: int = 8,
 ) -> CorrectorResult:
     """Bring a (predicted) point back to the Pareto set.
 
@@ -518,13 +525,21 @@ def corrector(
       eps: EPO's non-uniformity threshold.
       alpha, target, normal, constraint: ``"kkt"`` only (above).
       rtol: ``"kkt"``: relative tolerance (default 1e-10 float64, 1e-4 float32).
-      damping, gmres_maxiter, gmres_tol, gmres_restart, batched: ``"kkt"``: the Krylov
-        solves, as in :func:`~jaxpareto.ppe.tangent`.
+      damping, gmres_maxiter, gmres_tol, gmres_restart, batched, preconditioner,
+        preconditioner_probes: ``"kkt"``: the Krylov solves, as in
+        :func:`~jaxpareto.ppe.tangent`.
+      batches: optional chunked data (every method), as in :func:`~jaxpareto.ppe.tangent`:
+        every loss, gradient and HVP is the mean over the chunks.
 
     Returns:
       :class:`CorrectorResult`. Cost: MGDA/EPO one Jacobian per step plus one, and 0.5
-      per line-search trial; Newton one Jacobian per trial point plus 2 per HVP.
+      per line-search trial; Newton one Jacobian per trial point plus 2 per HVP. The
+      computation is jitted (one compilation per ``loss_fn``, static options and shapes,
+      so repeated eager calls do not recompile).
     """
+    loss_fn, args = _with_batches(loss_fn, args, batches)
+    params = _strong(params)
+    args = _strong(args)
     _check_params(params)
     m, dtype = _num_tasks(loss_fn, params, args)
     if method not in _CORRECTOR_METHODS:
@@ -545,12 +560,16 @@ def corrector(
         _check_scalar(tol, "tol", nonnegative=True)
         _check_scalar(damping, "damping", nonnegative=True)
         _check_int(gmres_maxiter, "gmres_maxiter", 1)
-        kcfg = _KktConfig(steps, 30, gmres_restart, gmres_tol, batched)
+        if gmres_restart is not None:
+            _check_int(gmres_restart, "gmres_restart", 1)
+        kcfg = _KktConfig(steps, 30, gmres_restart, gmres_tol, batched,
+                          _check_preconditioner(preconditioner, preconditioner_probes))
         if alpha is None:
             if target is not None or normal is not None or constraint != "loss":
                 raise ValueError("`target`, `normal` and constraint='alpha' need `alpha`.")
-            return _kkt_start(loss_fn, params, args, jnp.zeros((m,), dtype), jnp.bool_(False),
-                              steps, 1e-3, rtol, tol, damping, gmres_maxiter, kcfg)
+            return _kkt_start_jit(loss_fn, params, args, jnp.zeros((m,), dtype),
+                                  jnp.bool_(False), steps, 1e-3, rtol, tol, damping,
+                                  gmres_maxiter, kcfg=kcfg)
         alpha = check_float(alpha, "alpha")
         if alpha.shape != (m,):
             raise ValueError(f"`alpha` must have shape ({m},) to match m={m} tasks, "
@@ -562,9 +581,9 @@ def corrector(
         for name, x in (("target", target), ("normal", normal)):
             if x.shape != (m,):
                 raise ValueError(f"`{name}` must have shape ({m},), got {x.shape}.")
-        return _kkt_impl(loss_fn, params, args, alpha, target, normal,
-                         jnp.asarray(constraint == "alpha"), rtol, tol, damping, gmres_maxiter,
-                         kcfg)
+        return _kkt_jit(loss_fn, params, args, alpha, target.astype(dtype),
+                        normal.astype(dtype), jnp.asarray(constraint == "alpha"), rtol, tol,
+                        damping, gmres_maxiter, config=kcfg)
     line_search = line_search and method == "mgda"
     lr = (1.0 if line_search else 0.1) if lr is None else lr
     _check_scalar(lr, "lr", positive=True)
@@ -572,6 +591,34 @@ def corrector(
                    float(np.sqrt(np.finfo(np.float32).eps)))
     _check_scalar(tol, "tol", nonnegative=True)
     config = _CorrectorConfig(method, steps, line_search, 30, float(eps))
+    return _first_order_jit(loss_fn, params, args, preference, lr, tol, config=config)
+
+
+# Jitted entry points of :func:`corrector`, compiled once per (loss_fn, static options,
+# shapes); the Python bodies run only while JAX traces them (``TRACE_COUNTS``).
+
+
+def _kkt_entry(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol, damping,
+               gmres_maxiter, config):
+    _count_trace("corrector")
+    return _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol,
+                     damping, gmres_maxiter, config)
+
+
+def _kkt_start_entry(loss_fn, params, args, alpha0, has_alpha0, warm_steps, warm_rtol, rtol,
+                     tol, damping, gmres_maxiter, kcfg):
+    _count_trace("corrector")
+    return _kkt_start(loss_fn, params, args, alpha0, has_alpha0, warm_steps, warm_rtol, rtol,
+                      tol, damping, gmres_maxiter, kcfg)
+
+
+def _first_order_entry(loss_fn, params, args, preference, lr, tol, config):
+    _count_trace("corrector")
     return _corrector_impl(loss_fn, params, args, preference, lr, tol, config)
+
+
+_kkt_jit = jax.jit(_kkt_entry, static_argnames=("loss_fn", "config"))
+_kkt_start_jit = jax.jit(_kkt_start_entry, static_argnames=("loss_fn", "kcfg"))
+_first_order_jit = jax.jit(_first_order_entry, static_argnames=("loss_fn", "config"))
 
 

@@ -9,6 +9,19 @@ singular ``H_α`` of over-parameterised models) and an explicit residual ``b −
 the end of every cycle. ``iterations`` counts matrix-vector products, the explicit
 residual ones included. ``maxiter`` caps them; together with ``damping`` (``H_α + λI``)
 it regularises singular Hessians.
+
+**Diagonal preconditioner** (``preconditioner="hutchinson"`` of
+:func:`~jaxpareto.ppe.tangent`, :func:`~jaxpareto.ppe.corrector`,
+:func:`~jaxpareto.ppe.trace`): ``diag(H_α + λI)`` estimated from ``probes`` Rademacher
+HVPs (Hutchinson), applied on the right so residuals and tolerances are those of the
+unpreconditioned system. It pays where the Hessian's ill-conditioning is mostly a
+matter of scale per coordinate (badly scaled features or layers). Measured on the
+tangent solves of two ``n = 100`` quadratics (tests/test_ppe_newton.py,
+``test_hutchinson_preconditioner_effect``; GMRES(50), relative tolerance 1e-10), matrix-
+vector products per solve without → with (8 probes): axis-aligned, diagonally dominant
+Hessians with κ(H_α) = 1e4: 466 → 14 (tangent cost 1 866 → 74 gradient evaluations);
+randomly rotated ones (no diagonal structure, κ(H_α) = 5e2): 182 → 216, a loss. Off by
+default.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ import numpy as np
 
 from jaxpareto._validate import check_float
 from jaxpareto.ppe._common import (
-    _check_int, _check_params, _check_same_tree, _default, _num_tasks, _weighted_loss,
+    _Chunked, _check_int, _check_params, _check_same_tree, _default, _num_tasks, _weighted_loss,
 )
 
 
@@ -195,19 +208,29 @@ def _guarded_triangular_solve(r: jax.Array, rhs: jax.Array) -> jax.Array:
 
 
 def _hessian_solves(loss_fn, flat, unravel, alpha, args, rhs, damping, maxiter,
-                    restart: int | None, tol, batched: bool) -> GmresResult:
+                    restart: int | None, tol, batched: bool, probes: int = 0):
     """GMRES on ``(H_α + λI) x_j = rhs_j`` for every row of ``rhs`` (``[k, n]``).
 
     ``H_α`` is the Hessian of ``Σ α_i l_i`` at ``unravel(flat)``, applied matrix-free:
     ``grad`` is linearised once and that linearisation serves every product of every
-    solve. ``batched``: the solves run in lock step under ``vmap``; else ``lax.map``.
+    solve (for chunked data, :class:`~jaxpareto.ppe._common._Chunked`, each product is a
+    fresh ``jvp`` of ``grad`` over the chunks instead, so only one chunk's activations are
+    live at a time). ``batched``: the solves run in lock step under ``vmap``; else
+    ``lax.map``. ``probes > 0``: right-preconditioned by the Hutchinson estimate of
+    ``diag(H_α + λI)`` from that many Rademacher probes (:func:`_hutchinson_diagonal`).
+
+    Returns ``(GmresResult, extra)``: ``extra`` counts the HVPs of the diagonal estimate.
     """
     weighted = _weighted_loss(loss_fn, alpha, args)
 
     def grad_flat(x):
         return jax.flatten_util.ravel_pytree(jax.grad(weighted)(unravel(x)))[0]
 
-    _, lin = jax.linearize(grad_flat, flat)
+    if isinstance(loss_fn, _Chunked):
+        def lin(u):
+            return jax.jvp(grad_flat, (flat,), (u,))[1]
+    else:
+        _, lin = jax.linearize(grad_flat, flat)
     lam = jnp.asarray(damping, flat.dtype)
 
     def matvec(u):
@@ -216,9 +239,31 @@ def _hessian_solves(loss_fn, flat, unravel, alpha, args, rhs, damping, maxiter,
     n = flat.shape[0]
     k = min(n, 30) if restart is None else min(restart, n)
     tol = _default(tol, flat.dtype, 1e-10, 1e-5)
-
-    def solve(b):
-        return _gmres(matvec, b, k, maxiter, tol)
-
     rhs = rhs.astype(flat.dtype)
-    return jax.vmap(solve)(rhs) if batched else jax.lax.map(solve, rhs)
+
+    if probes:
+        scale = 1 / _hutchinson_diagonal(matvec, n, flat.dtype, probes)
+
+        def solve(b):
+            # Right preconditioning, (A P) y = b, x = P y: GMRES minimises the residual
+            # of the original system, so the tolerance keeps its meaning.
+            sol = _gmres(lambda y: matvec(scale * y), b, k, maxiter, tol)
+            return sol._replace(x=scale * sol.x)
+    else:
+        def solve(b):
+            return _gmres(matvec, b, k, maxiter, tol)
+
+    sol = jax.vmap(solve)(rhs) if batched else jax.lax.map(solve, rhs)
+    return sol, jnp.int32(probes)
+
+
+def _hutchinson_diagonal(matvec, n: int, dtype, probes: int) -> jax.Array:
+    """``|diag(A)|`` by Hutchinson's estimator ``mean_k z_k ⊙ A z_k`` on ``probes`` fixed
+    Rademacher vectors (Bekas, Kokiopoulou & Saad 2007), floored at ``10⁻³ · mean`` so a
+    noisy or vanishing entry cannot blow the preconditioner up; the absolute value keeps
+    it positive on an indefinite ``H_α``. Exact for a diagonal ``A``."""
+    z = jax.random.rademacher(jax.random.PRNGKey(0), (probes, n), dtype)
+    est = jnp.abs(jnp.mean(z * jax.lax.map(matvec, z), axis=0))
+    floor = 1e-3 * jnp.mean(est)
+    floor = jnp.where(floor > 0, floor, 1)
+    return jnp.where(jnp.isfinite(est), jnp.maximum(est, floor), 1)

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_preference
-from jaxpareto.ppe._common import PPEWarning, Status, _check_int, _check_scalar, _num_tasks
+from jaxpareto.ppe._common import (
+    PPEWarning, Status, _check_int, _check_scalar, _num_tasks, _with_batches,
+)
 from jaxpareto.ppe.directions import improve_direction
 from jaxpareto.ppe.trace import Trace, trace
 
@@ -46,6 +48,12 @@ def _check_move(t: Trace, what: str, *, initial: bool = False) -> None:
                     "the target or the end of the front")
     if not initial and k == 1 and reason not in _STALLED:
         msgs.append(f"no step was taken ({reason!r}: {reason.message})")
+    elif not initial and reason == Status.END_OF_FRONT:
+        # Clean stop, but short of the request: an unreachable ray or floor.
+        target = ("the preference ray is not reachable on this front"
+                  if what == "toward" else "the requested decrease is not reachable")
+        msgs.append(f"{target}: the move stopped at the end of the front (Status.END_OF_FRONT)"
+                    f" after {k - 1} step(s), at the closest front point it could reach")
     if initial and reason in (Status.NON_FINITE, Status.CORRECTOR_FAILED):
         msgs.append(f"the start could not be corrected: {reason!r}")
     if msgs:
@@ -67,7 +75,11 @@ class Navigator:
     :class:`Status` (``TARGET_REACHED``, ``END_OF_FRONT``, ``STEP_TOO_SMALL``, ...) and
     ``trace.summary()`` says it in a line. A :class:`PPEWarning` is issued when a
     corrector or GMRES solve did not converge or when a move stalled (never a silent
-    no-op).
+    no-op), and when a move ends at the end of the front short of its target (an
+    unreachable preference ray or decrease).
+
+    ``batches=`` (a :func:`trace` option) navigates on chunked data: every move's losses,
+    gradients and HVPs are means over all the chunks (the whole training set).
 
     Attributes:
       params, losses, alpha: the current point (the last valid point of the last move).
@@ -84,6 +96,9 @@ class Navigator:
                     "correct_start"):
             if bad in trace_options:
                 raise TypeError(f"Navigator sets `{bad}` itself; do not pass it.")
+        # Chunked data (mini-batch navigation over the whole data set): wrap once, so
+        # every move reuses the wrapped loss (and its compiled trace).
+        loss_fn, args = _with_batches(loss_fn, args, trace_options.pop("batches", None))
         self._loss_fn = loss_fn
         self._args = args
         self._max_points = trace_options.pop("max_points", 50)

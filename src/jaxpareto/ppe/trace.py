@@ -42,15 +42,17 @@ import numpy as np
 
 from jaxpareto._validate import check_float, check_preference
 from jaxpareto.ppe._common import (
-    COST_FORWARD, Status, _check_eps, _check_int, _check_params, _check_scalar, _default,
-    _num_tasks,
+    COST_FORWARD, Status, _check_eps, _check_int, _check_params, _check_scalar, _count_trace,
+    _default, _num_tasks, _strong, _with_batches,
 )
 from jaxpareto.ppe.corrector import (
     _CORRECTOR_METHODS, KKT_STEPS, CorrectorResult, _clip_alpha, _corrector_impl,
     _CorrectorConfig, _kkt_impl, _kkt_start, _KktConfig,
 )
 from jaxpareto.ppe.directions import _ray_sine, _toward
-from jaxpareto.ppe.tangent import _tangent_impl, _TangentConfig, predictor
+from jaxpareto.ppe.tangent import (
+    _check_preconditioner, _tangent_impl, _TangentConfig, predictor,
+)
 
 # Trace.status values (per point).
 _STATUS_FREE, _STATUS_ALPHA_CLIP, _STATUS_TARGET_CLIP = 0, 1, 2
@@ -493,7 +495,12 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
 
 # Compiled once per (loss_fn, static configuration, shapes): repeated traces and every
 # Navigator move on the same problem reuse the executable.
-_trace_jit = jax.jit(_trace_core, static_argnames=("static", "loss_fn"))
+def _trace_entry(params, args, d_fixed, preference, floor, num, static, loss_fn):
+    _count_trace("trace")
+    return _trace_core(params, args, d_fixed, preference, floor, num, static, loss_fn)
+
+
+_trace_jit = jax.jit(_trace_entry, static_argnames=("static", "loss_fn"))
 
 
 def trace(
@@ -523,6 +530,9 @@ def trace(
     alpha_tol=1e-4,
     target_tol=None,
     eps: float = 1e-4,
+    batches=None,
+    preconditioner: str | None = None,
+    preconditioner_probes: int = 8,
 ) -> Trace:
     """Trace the Pareto set from ``params`` following a loss-space preference.
 
@@ -568,10 +578,20 @@ def trace(
       target_tol: tolerance of the target tests (ray: ``sin∠(l, 1/r)``; floor: relative);
         default ``sqrt(eps_dtype)``.
       eps: EPO's non-uniformity threshold for ``corrector="epo"``.
+      batches: optional chunked data for mini-batch navigation over the whole data set:
+        a tuple of arrays with a common leading axis of ``B`` chunks (or an iterable of
+        chunks, e.g. a data iterator, read to the end and stacked). Every loss, gradient,
+        Jacobian and HVP of the trace is then the mean over the chunks of
+        ``loss_fn(params, *args, *chunk)``, computed chunk by chunk (``lax.map`` with
+        ``jax.checkpoint``, one chunk's activations live at a time); with per-sample mean
+        losses and equal chunks this is exactly the full-batch trace.
+      preconditioner, preconditioner_probes: diagonal (Hutchinson) preconditioning of
+        every GMRES solve, tangent and Newton (:func:`tangent`).
 
     Returns:
       :class:`Trace`.
     """
+    loss_fn, args = _with_batches(loss_fn, args, batches)
     _check_params(params)
     m, dtype = _num_tasks(loss_fn, params, args)
     num_points = _check_int(num_points, "num_points", 1)
@@ -644,13 +664,14 @@ def trace(
     ttol = _default(target_tol, dtype, *root_eps)
     _check_scalar(ctol, "corrector_tol", nonnegative=True)
     _check_scalar(ttol, "target_tol", nonnegative=True)
+    probes = _check_preconditioner(preconditioner, preconditioner_probes)
     static = _TraceStatic(
         num_points=num_points,
         mode=mode,
         direction_fn=fn,
-        tangent=_TangentConfig(gmres_restart, gmres_tol, batched),
+        tangent=_TangentConfig(gmres_restart, gmres_tol, batched, probes),
         corrector=_CorrectorConfig(corrector, corrector_steps, line_search, 30, float(eps)),
-        kkt=_KktConfig(corrector_steps, 30, gmres_restart, gmres_tol, batched),
+        kkt=_KktConfig(corrector_steps, 30, gmres_restart, gmres_tol, batched, probes),
         max_shrinks=max_shrinks,
     )
     as_dtype = lambda x: jnp.asarray(x, dtype)  # noqa: E731
@@ -672,8 +693,8 @@ def trace(
         has_alpha0=jnp.asarray(has_alpha0),
     )
     # Weakly typed leaves (e.g. jnp.full(n, 0.5)) would otherwise recompile.
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
-    return _trace_jit(params, tuple(args), d_fixed, preference, floor, numeric,
+    params = _strong(params)
+    return _trace_jit(params, _strong(args), d_fixed, preference, floor, numeric,
                       static=static, loss_fn=loss_fn)
 
 
