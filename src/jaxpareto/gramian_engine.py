@@ -197,14 +197,59 @@ def _is_float_aval(aval) -> bool:
     return jnp.issubdtype(aval.dtype, jnp.inexact)
 
 
-def _param_uses(program: _Program, leaf: int) -> list[_Use] | None:
-    """Every use of input ``leaf``, or ``None`` when one of them is not recognised."""
+def _consumers(program: _Program):
+    """``{value id: [(op, operand position), …]}`` and the set of output ids."""
     consumers: dict[int, list[tuple[int, int]]] = {}
     for k, op in enumerate(program.ops):
         for pos, a in enumerate(op.ins):
             if not isinstance(a, _Lit):
                 consumers.setdefault(a, []).append((k, pos))
-    outputs = {a for a in program.outs if not isinstance(a, _Lit)}
+    return consumers, {a for a in program.outs if not isinstance(a, _Lit)}
+
+
+def _all_uses(program: _Program) -> list[list[_Use] | None]:
+    """Per parameter leaf: its uses, or ``None`` when one of them is not recognised."""
+    consumers, outputs = _consumers(program)
+    return [_param_uses(program, consumers, outputs, vid) for vid in program.inputs]
+
+
+def _cotangent_sites(program: _Program, terminals) -> dict[int, tuple[int, float]]:
+    """Where each recognised use's output cotangent is read: ``{op: (site, sign)}``.
+
+    When a use's output feeds exactly one ``add``/``sub`` of the same shape (a dense
+    layer followed by its bias, a residual connection), both outputs have the same
+    cotangent (``−`` for the subtrahend), so one perturbation serves both: ``m`` copies
+    of a layer's activations are stored once, not once per elementwise op.
+    """
+    consumers, outputs = _consumers(program)
+    sites = {}
+    for k in terminals:
+        site, sign = k, 1.0
+        while True:
+            out, aval = program.ops[site].outs[0], program.ops[site].eqn.outvars[0].aval
+            nexts = consumers.get(out, [])
+            if out in outputs or len(nexts) != 1:
+                break
+            nxt, pos = nexts[0]
+            eqn = program.ops[nxt].eqn
+            name = eqn.primitive.name
+            if (name not in ("add", "add_any", "sub") or eqn.outvars[0].aval.shape != aval.shape
+                    or eqn.outvars[0].aval.dtype != aval.dtype):
+                break
+            if name == "sub" and pos == 1:
+                sign = -sign
+            site = nxt
+        sites[k] = (site, sign)
+    return sites
+
+
+def _param_uses(program: _Program, consumers, outputs, vid) -> list[_Use] | None:
+    """Follows value ``vid`` through views to its recognised uses (``None``: fallback).
+
+    A use is recognised when the value enters a primitive of ``_USES`` (any operand but
+    a gather's indices); each operand position is one use, so ``p * p`` or a weight read
+    by two layers gives several uses whose contributions add up.
+    """
 
     def follow(vid, chain):
         if vid in outputs:
@@ -226,7 +271,7 @@ def _param_uses(program: _Program, leaf: int) -> list[_Use] | None:
                 return None
         return uses
 
-    return follow(program.inputs[leaf], ())
+    return follow(vid, ())
 
 
 def _local_fn(program: _Program, use: _Use, operands):
@@ -279,9 +324,27 @@ def dense_gram_flops(num_tasks: int, groups: int, samples: int, contracted: int,
 
 
 def _per_sample_gram(kernel: jax.Array, ybar: jax.Array) -> jax.Array:
-    """``C_ij = Σ_{b,s,t} K[b,s,t] ⟨ȳ_i[b,s], ȳ_j[b,t]⟩`` for ``ybar: [m, b, S, f]``."""
-    z = jnp.einsum("bst,jbtf->jbsf", kernel.astype(ybar.dtype), ybar, precision=_HIGHEST)
-    return jnp.einsum("ibsf,jbsf->ij", ybar, z, precision=_HIGHEST)
+    """``C_ij = Σ_{b,s,t} K[b,s,t] ⟨ȳ_i[b,s], ȳ_j[b,t]⟩`` for ``ybar: [m, b, S, f]``.
+
+    Evaluated as ``⟨ȳ_i, Z_j⟩`` with ``Z_j = K ȳ_j``. With one group (every plain dense
+    layer) both products are written in XLA's canonical forms, a task-batched
+    ``[m, S, S] · [m, S, f]`` and an ``[m, k] · [k, m]`` contraction of contiguous rows,
+    so that no transposed copy of the ``m`` cotangents is made.
+    """
+    kernel = kernel.astype(ybar.dtype)
+    m = ybar.shape[0]
+    if kernel.shape[0] != 1:
+        z = jnp.einsum("bst,jbtf->jbsf", kernel, ybar, precision=_HIGHEST)
+        return jnp.einsum("ibsf,jbsf->ij", ybar, z, precision=_HIGHEST)
+    ys = ybar.reshape(m, ybar.shape[2], ybar.shape[3])
+    kb = jnp.broadcast_to(kernel, (m,) + kernel.shape[1:])
+    z = jax.lax.dot_general(kb, ys, (((2,), (1,)), ((0,), (0,))), precision=_HIGHEST)
+    return _gram_pair(ys.reshape(m, -1), z.reshape(m, -1))
+
+
+def _gram_pair(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``[m, k] · [k, m]``: ``C_ij = ⟨a_i, b_j⟩``."""
+    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=_HIGHEST)
 
 
 class _DenseLayout(NamedTuple):
@@ -533,7 +596,7 @@ def _trace(fun, args, argnums, has_aux: bool, per_example: bool) -> _Traced:
     closed, (loss_shape, aux_shape) = jax.make_jaxpr(fun_flat, return_shape=True)(*leaves)
     _check_loss_shape(loss_shape, per_example)
     program = _flatten_program(closed)
-    uses = [_param_uses(program, k) for k in range(len(leaves))]
+    uses = _all_uses(program)
     return _Traced(single, nums, treedefs, leaves, program,
                    jax.tree_util.tree_structure(aux_shape), uses, math.prod(loss_shape.shape))
 
@@ -618,8 +681,10 @@ def gramian_vjp(
         program, leaves, uses, aux_tree = traced.program, traced.leaves, traced.uses, traced.aux_tree
         fallback = tuple(k for k, u in enumerate(uses) if u is None)
         terminals = sorted({u.op for us in uses if us is not None for u in us})
-        perts = {k: jnp.zeros(program.ops[k].eqn.outvars[0].aval.shape,
-                              program.ops[k].eqn.outvars[0].aval.dtype) for k in terminals}
+        sites = _cotangent_sites(program, terminals)
+        perts = {site: jnp.zeros(program.ops[site].eqn.outvars[0].aval.shape,
+                                 program.ops[site].eqn.outvars[0].aval.dtype)
+                 for site, _ in sites.values()}
         capture = frozenset(terminals)
 
         def forward(flat, pert):
@@ -647,7 +712,9 @@ def gramian_vjp(
 
             return jax.vmap(one)(basis)
 
-        fallback_rows, cotangents = task_cotangents(vjp_leaves, basis)
+        fallback_rows, site_cotangents = task_cotangents(vjp_leaves, basis)
+        cotangents = {k: site_cotangents[site] if sign > 0 else -site_cotangents[site]
+                      for k, (site, sign) in sites.items()}
         gram = jnp.zeros((m, m), losses.dtype)
         for rows in fallback_rows:
             gram = gram + _gram_of_rows(rows).astype(losses.dtype)
