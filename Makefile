@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,13 @@ test: $(VENV)/.dev-installed
 demo: $(VENV)/.demo-installed
 	$(PY) examples/demo.py
 
+# The documentation site (Sphinx + MyST + furo, from the dev extra), offline, warnings
+# as errors; open docs/_build/html/index.html. tests/test_docs.py is its fast check.
+docs: $(VENV)/.dev-installed
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info docs/_build docs/api/generated docs/api/modules
