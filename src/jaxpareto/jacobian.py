@@ -24,18 +24,12 @@ from jaxpareto._validate import check_float
 _MODES = ("rev", "rows", "vmap", "fwd", "chunked")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
-# Thresholds of the row layout on a single CPU device (measured with
-# benchmarks/scaling.py and benchmarks/train_step.py on a 2-core x86 machine):
-# * up to ROWS_MAX_TASKS tasks the Jacobian is taken as m separate VJPs (a Python loop,
-#   unrolled in the program); at n ≥ 1e5 this was 1.5–2× faster than the vmapped
-#   backward pass at every m ≤ 64 measured, and equal at n = 1e4; past it the
-#   unrolled program grows too long to compile quickly, and the vmapped pass is used;
-# * up to ROW_GRAM_MAX_TASKS tasks the Gramian is formed from the rows themselves
-#   (m(m+1)/2 row dot products, the stacked Jacobian never written): 1.4× faster on
-#   the issue's MLP at m = 10, while from m = 16 on stacking the rows once for one
-#   [m, k]·[k, m] product per leaf was faster on every model measured.
+# Up to ROWS_MAX_TASKS tasks, on a single CPU device, the Jacobian is taken as m separate
+# VJPs (a Python loop, unrolled in the program): at n ≥ 1e5 this was 1.5–2× faster than
+# the vmapped backward pass at every m ≤ 64 measured (benchmarks/scaling.py), and equal
+# at n = 1e4; past it the unrolled program grows too long to compile quickly and the
+# vmapped pass is used. The Gramian and the combination then work on the rows.
 ROWS_MAX_TASKS = 64
-ROW_GRAM_MAX_TASKS = 10
 
 
 def row_layout() -> bool:
@@ -249,10 +243,37 @@ def _jacobian_rows(vjp_fn, losses, mode: str, chunk_size: int | None):
     return jax.lax.map(vjp_fn, basis, batch_size=chunk_size or 1)
 
 
-def _row_dot(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jax.lax.dot_general(
-        a.reshape(-1), b.reshape(-1), (((0,), (0,)), ((), ())), precision=_HIGHEST
-    )
+def _block_size(m: int) -> int:
+    """Columns per Gramian block on the CPU layout: an ``[m, bs]`` block of about 1 MiB
+    of float32, so that each block is read from memory once and multiplied in cache."""
+    return max(4096, (1 << 18) // max(m, 1))
+
+
+def _blocked_gram(block: Callable[[Any], jax.Array], size: int, m: int, dtype) -> jax.Array:
+    """``Σ_b B_b B_bᵀ`` over the column blocks ``B_b = block(b)`` (``[m, bs]``, the last
+    one shorter) of an ``[m, size]`` operand, accumulated in a ``lax.scan``.
+
+    XLA:CPU runs one ``[m, K]·[K, m]`` product with ``K ~ 1e6`` far below memory speed
+    (it streams the operand several times); blocks that fit in cache bring it to one
+    pass over the Jacobian.
+    """
+    bs = _block_size(m)
+    nb, rest = divmod(size, bs)
+
+    def nt(a):
+        return jax.lax.dot_general(a, a, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+
+    total = jnp.zeros((m, m), dtype)
+    if nb == 1:
+        total = nt(block(0, bs))
+    elif nb > 1:
+        def body(acc, b):
+            return acc + nt(block(b * bs, bs)), None
+
+        total, _ = jax.lax.scan(body, total, jnp.arange(nb))
+    if rest:
+        total = total + nt(block(nb * bs, rest))
+    return total
 
 
 def _leaf_gram(leaf: jax.Array) -> jax.Array:
@@ -260,26 +281,34 @@ def _leaf_gram(leaf: jax.Array) -> jax.Array:
 
     HIGHEST precision: on GPU/TPU the default float32 matmul may use reduced precision
     (TF32/bf16 passes), which is too coarse for the LP/QP downstream. On the row layout
-    the leaf is contracted as one ``[m, k] · [k, m]`` product (a reshape is free there,
-    and XLA:CPU lowers a dot with several contracting axes through a transposing copy);
-    elsewhere the non-task axes are contracted in place, which keeps a model-sharded
-    leaf's contraction local to its shard.
+    the leaf is contracted as ``[m, k]`` column blocks (:func:`_blocked_gram`; a
+    reshape is free there, and XLA:CPU lowers a dot with several contracting axes
+    through a transposing copy); elsewhere the non-task axes are contracted in place,
+    which keeps a model-sharded leaf's contraction local to its shard.
     """
     if row_layout():
-        flat = leaf.reshape(leaf.shape[0], -1)
-        return jax.lax.dot_general(flat, flat, (((1,), (1,)), ((), ())), precision=_HIGHEST)
+        m = leaf.shape[0]
+        flat = leaf.reshape(m, -1)
+        return _blocked_gram(
+            lambda start, n: jax.lax.dynamic_slice_in_dim(flat, start, n, axis=1),
+            flat.shape[1], m, leaf.dtype)
     axes = tuple(range(1, leaf.ndim))
     return jnp.tensordot(leaf, leaf, axes=(axes, axes), precision=_HIGHEST)
 
 
 def _rows_gram(rows_per_leaf: list[tuple], m: int, dtype) -> jax.Array:
-    """Gramian from per-leaf rows: ``C_ij = Σ_leaves ⟨row_i, row_j⟩``, upper triangle."""
-    entries = {}
-    for i in range(m):
-        for j in range(i, m):
-            entries[i, j] = sum(_row_dot(rows[i].astype(dtype), rows[j].astype(dtype))
-                                for rows in rows_per_leaf)
-    return jnp.stack([entries[min(i, j), max(i, j)] for i in range(m) for j in range(m)]).reshape(m, m)
+    """Gramian from per-leaf rows, ``C = Σ_leaves R Rᵀ``, never stacking a whole leaf:
+    each column block of the ``m`` rows (contiguous slices of each row) is stacked into
+    a small ``[m, bs]`` operand that is multiplied while in cache."""
+    total = jnp.zeros((m, m), dtype)
+    for rows in rows_per_leaf:
+        flat = [r.reshape(-1).astype(dtype) for r in rows]
+
+        def block(start, n, flat=flat):
+            return jnp.stack([jax.lax.dynamic_slice_in_dim(r, start, n) for r in flat])
+
+        total = total + _blocked_gram(block, flat[0].shape[0], m, dtype)
+    return total
 
 
 def gramian(jac: Any) -> jax.Array:
@@ -310,7 +339,7 @@ def gramian(jac: Any) -> jax.Array:
     dtype = jnp.result_type(*leaves)
     rows = [_rows_of(leaf) for leaf in leaves]
     total = None
-    if m <= ROW_GRAM_MAX_TASKS and all(r is not None for r in rows):
+    if all(r is not None for r in rows):
         return _rows_gram(rows, m, dtype)
     for leaf in leaves:
         g = _leaf_gram(leaf.astype(dtype))
@@ -344,7 +373,7 @@ def _combine_leaf(leaf: jax.Array, weights: jax.Array) -> jax.Array:
     fused pass, from the remembered rows when there are any), else a tensordot."""
     w = weights.astype(leaf.dtype)
     rows = _rows_of(leaf)
-    if rows is None and row_layout() and leaf.shape[0] <= ROW_GRAM_MAX_TASKS:
+    if rows is None and row_layout() and leaf.shape[0] <= ROWS_MAX_TASKS:
         rows = [leaf[i] for i in range(leaf.shape[0])]
     if rows is None:
         return jnp.tensordot(w, leaf, axes=1, precision=_HIGHEST)
