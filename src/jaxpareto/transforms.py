@@ -58,6 +58,20 @@ def _weight_dtype(dtype):
     return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
 
 
+def _gramian_and_combiner(updates):
+    """``(C, w ↦ Σ_i w_i ∇l_i)`` for what an aggregator receives as ``updates``: a
+    Jacobian pytree (every leaf ``[m, ...]``; :func:`jaxpareto.gramian` and
+    :func:`jaxpareto.combine`), or the Gramian engine's :class:`jaxpareto.GramianVJP`
+    (its ``gram`` and its one reverse pass ``vjp(w)``), so that one update rule — one
+    finite guard, one scale, one state — serves both."""
+    gram = getattr(updates, "gram", None)
+    vjp = getattr(updates, "vjp", None)
+    if gram is not None and callable(vjp):
+        return gram, vjp
+    _num_tasks(updates)
+    return _jac.gramian(updates), lambda w: _jac.combine(updates, w)
+
+
 def task_losses(losses, value, m: int):
     """The ``[m]`` task losses of an ``update`` call, checked, or ``None``.
 
@@ -96,7 +110,9 @@ def aggregate(
     ``update(jac, state, params=None, *, losses=None, preference=None, **extra)``:
 
     * ``jac``: the Jacobian, every leaf ``[m, ...]`` (e.g. from
-      :func:`jaxpareto.value_and_jacobian`);
+      :func:`jaxpareto.value_and_jacobian`), or the Gramian engine's
+      :class:`jaxpareto.GramianVJP` (from :func:`jaxpareto.gramian_vjp`: the
+      Gramian without the Jacobian, and one reverse pass for the direction);
     * ``losses``: ``[m]`` task losses (required by EPO, PMTL, Chebyshev and the
       loss-based MGDA normalizations). ``value`` keeps optax's meaning (a scalar, for
       the other members of a chain) and is ignored; a vector ``value`` is read as the
@@ -165,7 +181,8 @@ def aggregate(
     def update(updates, state, params=None, *, losses=None, value=None, preference=None,
                **extra_args):
         del params, extra_args
-        m = _num_tasks(updates)
+        gram, combine = _gramian_and_combiner(updates)
+        m = gram.shape[0]
         if state.weights.shape != (m,):
             raise ValueError(
                 f"`updates` (the Jacobian) has m={m} tasks but the transform was built "
@@ -173,7 +190,6 @@ def aggregate(
                 "the Jacobian (jp.accumulate_jacobian), not the combined update."
             )
         value = task_losses(losses, value, m)
-        gram = _jac.gramian(updates)
         finite = jnp.all(jnp.isfinite(gram))
         if value is not None:
             finite &= jnp.all(jnp.isfinite(value))
@@ -194,7 +210,7 @@ def aggregate(
         # Gramian means a finite Jacobian, and a bad step returns exact zeros.
         fill = 0.0 if nonfinite == "zero" else jnp.nan
         direction = jax.tree_util.tree_map(
-            lambda d: jnp.where(finite, d, jnp.full_like(d, fill)), _jac.combine(updates, weights)
+            lambda d: jnp.where(finite, d, jnp.full_like(d, fill)), combine(weights)
         )
 
         def keep(new, old):
