@@ -8,8 +8,18 @@ data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 ``jp.models``.
 """
 
-from jaxpareto import ppe
-from jaxpareto import checkpoint, data, hypernetwork, metrics, models, problems, sharding, weighting
+from jaxpareto import (
+    checkpoint,
+    data,
+    hypernetwork,
+    metrics,
+    models,
+    ppe,
+    problems,
+    sharding,
+    weighting,
+)
+from jaxpareto.gramian_engine import GramianVJP, gramian_aggregate, gramian_vjp, value_and_gramian
 from jaxpareto.jacobian import (
     combine,
     filter_value_and_jacobian,
@@ -17,7 +27,6 @@ from jaxpareto.jacobian import (
     mtl_value_and_grad,
     value_and_jacobian,
 )
-from jaxpareto.gramian_engine import GramianVJP, gramian_aggregate, gramian_vjp, value_and_gramian
 from jaxpareto.transforms import (
     AccumulateJacobianState,
     AggregateState,
@@ -54,13 +63,50 @@ from jaxpareto.weighting import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoint", "data", "hypernetwork", "metrics", "models", "ppe", "problems", "sharding", "weighting",
-    "combine", "filter_value_and_jacobian", "gramian", "mtl_value_and_grad", "value_and_jacobian",
-    "GramianVJP", "gramian_aggregate", "gramian_vjp", "value_and_gramian",
-    "AccumulateJacobianState", "AggregateState", "accumulate_jacobian", "aggregate",
-    "aligned_mtl", "cagrad", "chebyshev", "dualproj", "epo",
-    "imtl_g", "linear", "mgda", "nash_mtl", "pcgrad", "pmtl", "smooth_chebyshev", "upgrad",
-    "EpoResult", "LPResult", "MinNormResult", "PmtlResult", "Weighting",
-    "chebyshev_weights", "epo_weights", "linear_weights", "linprog_simplex",
-    "min_norm_weights", "pmtl_weights",
+    "checkpoint",
+    "data",
+    "hypernetwork",
+    "metrics",
+    "models",
+    "ppe",
+    "problems",
+    "sharding",
+    "weighting",
+    "combine",
+    "filter_value_and_jacobian",
+    "gramian",
+    "mtl_value_and_grad",
+    "value_and_jacobian",
+    "GramianVJP",
+    "gramian_aggregate",
+    "gramian_vjp",
+    "value_and_gramian",
+    "AccumulateJacobianState",
+    "AggregateState",
+    "accumulate_jacobian",
+    "aggregate",
+    "aligned_mtl",
+    "cagrad",
+    "chebyshev",
+    "dualproj",
+    "epo",
+    "imtl_g",
+    "linear",
+    "mgda",
+    "nash_mtl",
+    "pcgrad",
+    "pmtl",
+    "smooth_chebyshev",
+    "upgrad",
+    "EpoResult",
+    "LPResult",
+    "MinNormResult",
+    "PmtlResult",
+    "Weighting",
+    "chebyshev_weights",
+    "epo_weights",
+    "linear_weights",
+    "linprog_simplex",
+    "min_norm_weights",
+    "pmtl_weights",
 ]

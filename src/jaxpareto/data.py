@@ -51,8 +51,9 @@ import importlib.util
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -630,7 +631,9 @@ def make_multi(
 
     pools_left = _split_indices(left_src, test_fraction, split_seed)
     pools_right = (
-        pools_left if right_src is left_src else _split_indices(right_src, test_fraction, split_seed)
+        pools_left
+        if right_src is left_src
+        else _split_indices(right_src, test_fraction, split_seed)
     )
     rng = np.random.default_rng(seed)
     info: dict[str, Any] = {
@@ -655,17 +658,22 @@ def make_multi(
         arrays[f"{split}_labels"] = np.stack(
             [left_src.labels[left], right_src.labels[right]], axis=1
         ).astype(np.int32)
-        info.update({
-            f"{split}_left_index": left,
-            f"{split}_right_index": right,
-            f"{split}_left_shift": ls,
-            f"{split}_right_shift": rs,
-            f"{split}_pool_left": pools_left[k],
-            f"{split}_pool_right": pools_right[k],
-        })
+        info.update(
+            {
+                f"{split}_left_index": left,
+                f"{split}_right_index": right,
+                f"{split}_left_shift": ls,
+                f"{split}_right_shift": rs,
+                f"{split}_pool_left": pools_left[k],
+                f"{split}_pool_right": pools_right[k],
+            }
+        )
     return MultiData(
-        arrays["train_images"], arrays["train_labels"],
-        arrays["test_images"], arrays["test_labels"], info,
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        info,
     )
 
 
@@ -745,9 +753,7 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return perm[: num_batches * batch_size].reshape(num_batches, batch_size).astype(jnp.int32)
 
 
-def batches(
-    key: jax.Array, images, labels, batch_size: int
-) -> Iterator[tuple[Any, Any]]:
+def batches(key: jax.Array, images, labels, batch_size: int) -> Iterator[tuple[Any, Any]]:
     """Yield ``(images[i], labels[i])`` for the rows ``i`` of :func:`epoch_indices`.
 
     A host-side generator for Python training loops: the gather happens on whatever
@@ -756,9 +762,7 @@ def batches(
     """
     n = images.shape[0]
     if labels.shape[0] != n:
-        raise ValueError(
-            f"`labels` has {labels.shape[0]} rows but `images` has {n}."
-        )
+        raise ValueError(f"`labels` has {labels.shape[0]} rows but `images` has {n}.")
     idx = np.asarray(epoch_indices(key, n, batch_size))
     for row in idx:
         yield images[row], labels[row]
@@ -894,7 +898,10 @@ def river_flow(
         "num_lags": num_lags,
         "downstream": _DOWNSTREAM,
         "travel_time": _TRAVEL,
-        "x_mean": x_mean, "x_std": x_std, "y_mean": y_mean, "y_std": y_std,
+        "x_mean": x_mean,
+        "x_std": x_std,
+        "y_mean": y_mean,
+        "y_std": y_std,
         "num_train": num_train,
     }
     return RegressionData(xs[:num_train], ys[:num_train], xs[num_train:], ys[num_train:], info)

@@ -60,7 +60,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -182,14 +183,19 @@ def _widths(hidden, name: str) -> tuple[int, ...]:
     if isinstance(hidden, (int, np.integer)) and not isinstance(hidden, bool):
         hidden = (hidden,)
     if not isinstance(hidden, (tuple, list)):
-        raise TypeError(f"`{name}` must be an int or a sequence of ints, got {type(hidden).__name__}.")
+        raise TypeError(
+            f"`{name}` must be an int or a sequence of ints, got {type(hidden).__name__}."
+        )
     return tuple(_positive_int(h, f"{name}[{i}]") for i, h in enumerate(hidden))
 
 
 def _dense(key, d_in: int, d_out: int, gain: float, dtype) -> dict:
     """Dense layer with ``w ~ N(0, gain / d_in)`` (He for ReLU layers), ``b = 0``."""
     std = math.sqrt(gain / d_in)
-    return {"w": std * jax.random.normal(key, (d_in, d_out), dtype), "b": jnp.zeros((d_out,), dtype)}
+    return {
+        "w": std * jax.random.normal(key, (d_in, d_out), dtype),
+        "b": jnp.zeros((d_out,), dtype),
+    }
 
 
 def _mlp_init(key, widths: Sequence[int], dtype) -> tuple:
@@ -261,7 +267,9 @@ def init(
     """
     leaves, treedef = jax.tree_util.tree_flatten(target_params)
     if not leaves:
-        raise ValueError("`target_params` has no leaves; pass the target network's parameter pytree.")
+        raise ValueError(
+            "`target_params` has no leaves; pass the target network's parameter pytree."
+        )
     for leaf in leaves:
         dt = jnp.result_type(leaf)
         if not jnp.issubdtype(dt, jnp.floating):
@@ -273,10 +281,14 @@ def init(
     hidden = _widths(hidden, "hidden")
     num_tasks = _positive_int(num_tasks, "num_tasks")
     if num_tasks < 2:
-        raise ValueError(f"`num_tasks` must be >= 2 (a preference needs two tasks), got {num_tasks}.")
+        raise ValueError(
+            f"`num_tasks` must be >= 2 (a preference needs two tasks), got {num_tasks}."
+        )
     if chunk_size is not None:
         chunk_size = _positive_int(chunk_size, "chunk_size")
-    chunk_embed_dim = embed_dim if chunk_embed_dim is None else _positive_int(chunk_embed_dim, "chunk_embed_dim")
+    chunk_embed_dim = (
+        embed_dim if chunk_embed_dim is None else _positive_int(chunk_embed_dim, "chunk_embed_dim")
+    )
     chunk_hidden = hidden if chunk_hidden is None else _widths(chunk_hidden, "chunk_hidden")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"`activation` must be one of {tuple(_ACTIVATIONS)}, got {activation!r}.")
@@ -296,7 +308,14 @@ def init(
         chunk_size=chunk_size,
         activation=activation,
     )
-    arch = (tuple(hidden), embed_dim, chunk_embed_dim, tuple(chunk_hidden), float(init_scale), dtype.name)
+    arch = (
+        tuple(hidden),
+        embed_dim,
+        chunk_embed_dim,
+        tuple(chunk_hidden),
+        float(init_scale),
+        dtype.name,
+    )
     return _init_arrays(key, [jnp.asarray(l) for l in leaves], spec, arch)
 
 
@@ -598,7 +617,9 @@ def train_step(
     if epo_kwargs is not None and rule != "epo":
         raise ValueError(f"`epo_kwargs` apply to rule='epo' only, got rule={rule!r}.")
     if (ideal is not None or smoothing is not None) and rule != "chebyshev":
-        raise ValueError(f"`ideal` and `smoothing` apply to rule='chebyshev' only, got rule={rule!r}.")
+        raise ValueError(
+            f"`ideal` and `smoothing` apply to rule='chebyshev' only, got rule={rule!r}."
+        )
     resolved = _resolve_rule(rule, epo_kwargs)
 
     def step(hparams, opt_state, key, *args):
@@ -734,7 +755,9 @@ def evaluate(
     else:
         losses, aux = jax.lax.map(one, preferences, batch_size=batch_size)
     if losses.ndim != 2 or losses.shape[1] != m:
-        raise ValueError(f"`loss_fn` must return m={m} losses per model, got shape {losses.shape[1:]}.")
+        raise ValueError(
+            f"`loss_fn` must return m={m} losses per model, got shape {losses.shape[1:]}."
+        )
     nu = _metrics.non_uniformity(losses, preferences.astype(losses.dtype))
     hv = None
     if reference is not None:

@@ -14,7 +14,8 @@ Multi-Objective Optimization", NeurIPS 2018, §3.3 and Alg. 2) is ``mtl_value_an
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,7 @@ def _rows_of(leaf):
 
 def _stack_rows(rows_per_task):
     """Stacks per-task cotangent pytrees into one pytree with a leading task axis."""
+
     def stack(*rows):
         out = jnp.stack(rows)
         _remember_rows(out, rows)
@@ -98,9 +100,7 @@ def _split_args(args: Sequence[Any], argnums):
 def _check_losses(losses) -> None:
     if not hasattr(losses, "ndim") or losses.ndim != 1:
         shape = getattr(losses, "shape", type(losses))
-        raise ValueError(
-            f"`fun` must return a 1-D vector of m task losses, got shape {shape}."
-        )
+        raise ValueError(f"`fun` must return a 1-D vector of m task losses, got shape {shape}.")
 
 
 def _check_differentiable(tree, name: str) -> None:
@@ -170,6 +170,7 @@ def value_and_jacobian(
             return losses, aux
 
         if mode == "fwd":
+
             def f_fwd(*diff):
                 losses, aux = f(*diff)
                 return losses, (losses, aux)
@@ -187,8 +188,7 @@ def value_and_jacobian(
 
 
 def _is_inexact_array(x) -> bool:
-    return (hasattr(x, "dtype") and hasattr(x, "shape")
-            and jnp.issubdtype(x.dtype, jnp.inexact))
+    return hasattr(x, "dtype") and hasattr(x, "shape") and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
 def filter_value_and_jacobian(
@@ -224,7 +224,8 @@ def filter_value_and_jacobian(
             return fun(rebuild(diff_leaves), *rest)
 
         out, jac = value_and_jacobian(f, has_aux=has_aux, mode=mode, chunk_size=chunk_size)(
-            diff, *args)
+            diff, *args
+        )
         return out, jax.tree_util.tree_unflatten(treedef, list(jac))
 
     return wrapped
@@ -267,6 +268,7 @@ def _blocked_gram(block: Callable[[Any], jax.Array], size: int, m: int, dtype) -
     if nb == 1:
         total = nt(block(0, bs))
     elif nb > 1:
+
         def body(acc, b):
             return acc + nt(block(b * bs, bs)), None
 
@@ -291,7 +293,10 @@ def _leaf_gram(leaf: jax.Array) -> jax.Array:
         flat = leaf.reshape(m, -1)
         return _blocked_gram(
             lambda start, n: jax.lax.dynamic_slice_in_dim(flat, start, n, axis=1),
-            flat.shape[1], m, leaf.dtype)
+            flat.shape[1],
+            m,
+            leaf.dtype,
+        )
     axes = tuple(range(1, leaf.ndim))
     return jnp.tensordot(leaf, leaf, axes=(axes, axes), precision=_HIGHEST)
 
@@ -473,7 +478,10 @@ def mtl_value_and_grad(
             mask = _head_mask(params, head_params, encode, batch, has_aux)
             grads = jax.tree_util.tree_map(
                 lambda scaled, enc, plain, is_head: (plain if is_head else scaled) + enc,
-                head_grad, enc_grad, unscaled, mask,
+                head_grad,
+                enc_grad,
+                unscaled,
+                mask,
             )
         # A non-finite batch or loss must not reach the parameters: the gradient is
         # then zero (the weighting state already carries its own degeneracy flag and
@@ -502,9 +510,7 @@ def _head_mask(params, head_params, encode, batch, has_aux=False):
 
     closed = jax.make_jaxpr(enc_flat)(*flat)
     used = _used_invars(closed.jaxpr)
-    return jax.tree_util.tree_unflatten(
-        treedef, [v not in used for v in closed.jaxpr.invars]
-    )
+    return jax.tree_util.tree_unflatten(treedef, [v not in used for v in closed.jaxpr.invars])
 
 
 def _used_invars(jaxpr):

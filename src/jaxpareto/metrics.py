@@ -67,7 +67,9 @@ def _losses_and_preference(losses, preference, fn: str):
     """``losses: [..., m]`` float, ``preference: [m]`` or ``[..., m]`` (cast to losses' dtype)."""
     losses = check_float(losses, "losses")
     if losses.ndim < 1 or losses.shape[-1] < 1:
-        raise ValueError(f"{fn}: `losses` must have shape [..., m] with m >= 1, got {losses.shape}.")
+        raise ValueError(
+            f"{fn}: `losses` must have shape [..., m] with m >= 1, got {losses.shape}."
+        )
     m = losses.shape[-1]
     if preference is None:
         return losses, jnp.ones((m,), losses.dtype)
@@ -174,7 +176,9 @@ def _ray_cosine(losses, r):
     ok = scale > 0
     u = rl / jnp.where(ok, scale, 1)
     norm = jnp.sqrt(jnp.sum(u * u, axis=-1))
-    cos = jnp.sum(u, axis=-1) / (jnp.sqrt(jnp.asarray(m, losses.dtype)) * jnp.where(ok[..., 0], norm, 1))
+    cos = jnp.sum(u, axis=-1) / (
+        jnp.sqrt(jnp.asarray(m, losses.dtype)) * jnp.where(ok[..., 0], norm, 1)
+    )
     return jnp.where(ok[..., 0], cos, jnp.ones_like(cos))
 
 
@@ -260,8 +264,10 @@ def _sweep_orders(points):
     """Per coordinate: the sort order and each point's rank in it. ``[m, n]`` each."""
     order = jnp.argsort(points, axis=0).T
     n = points.shape[0]
-    rank = jnp.zeros_like(order).at[jnp.arange(order.shape[0])[:, None], order].set(
-        jnp.arange(n, dtype=order.dtype)
+    rank = (
+        jnp.zeros_like(order)
+        .at[jnp.arange(order.shape[0])[:, None], order]
+        .set(jnp.arange(n, dtype=order.dtype))
     )
     return order, rank
 
@@ -402,7 +408,9 @@ def das_dennis(m: int, num_partitions: int, *, dtype=None) -> jax.Array:
     return jnp.asarray(k / h, dtype=dtype or jnp.result_type(float))
 
 
-def circle_points(num: int, start: float = 0.0, end: float = math.pi / 2, *, dtype=None) -> jax.Array:
+def circle_points(
+    num: int, start: float = 0.0, end: float = math.pi / 2, *, dtype=None
+) -> jax.Array:
     """Two-objective preference rays ``r = (cos φ, sin φ)``, ``φ = linspace(start, end, num)``.
 
     As in the EPO / PHN reference code (``circle_points``): EPO's toy problem uses
@@ -423,4 +431,6 @@ def circle_points(num: int, start: float = 0.0, end: float = math.pi / 2, *, dty
         if not np.isfinite(v):
             raise ValueError(f"circle_points: `{name}` must be finite, got {v}.")
     phi = np.linspace(float(start), float(end), num)
-    return jnp.asarray(np.stack([np.cos(phi), np.sin(phi)], axis=1), dtype=dtype or jnp.result_type(float))
+    return jnp.asarray(
+        np.stack([np.cos(phi), np.sin(phi)], axis=1), dtype=dtype or jnp.result_type(float)
+    )

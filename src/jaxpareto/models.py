@@ -26,7 +26,8 @@ are scaled to ``[0, 1]`` there, so data stay uint8 until this point).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +90,7 @@ def _uniform_leaves(key, specs, dtype) -> list[jax.Array]:
     out, start = [], 0
     for (shape, fan_in), size in zip(specs, sizes):
         scale = np.asarray(1.0 / np.sqrt(fan_in), dtype)
-        out.append(flat[start:start + size].reshape(shape) * scale)
+        out.append(flat[start : start + size].reshape(shape) * scale)
         start += size
     return out
 
@@ -97,8 +98,9 @@ def _uniform_leaves(key, specs, dtype) -> list[jax.Array]:
 # ---------------------------------------------------------------------------- LeNet
 
 
-def lenet_init(key: jax.Array, num_tasks: int = 2, *, num_classes: int = 10,
-               dtype=jnp.float32) -> dict:
+def lenet_init(
+    key: jax.Array, num_tasks: int = 2, *, num_classes: int = 10, dtype=jnp.float32
+) -> dict:
     """Parameters of the two-stage LeNet with ``num_tasks`` linear heads.
 
     Returns a dict pytree::
@@ -114,11 +116,23 @@ def lenet_init(key: jax.Array, num_tasks: int = 2, *, num_classes: int = 10,
     num_tasks = _check_positive_int(num_tasks, "num_tasks")
     num_classes = _check_positive_int(num_classes, "num_classes")
     t, c = num_tasks, num_classes
-    specs = [((9, 9, 1, 10), 81), ((10,), 81), ((5, 5, 10, 20), 250), ((20,), 250),
-             ((500, 50), 500), ((50,), 500), ((t, 50, c), 50), ((t, c), 50)]
+    specs = [
+        ((9, 9, 1, 10), 81),
+        ((10,), 81),
+        ((5, 5, 10, 20), 250),
+        ((20,), 250),
+        ((500, 50), 500),
+        ((50,), 500),
+        ((t, 50, c), 50),
+        ((t, c), 50),
+    ]
     w1, b1, w2, b2, w3, b3, wh, bh = _uniform_leaves(key, specs, _check_dtype(dtype))
-    return {"conv1": {"w": w1, "b": b1}, "conv2": {"w": w2, "b": b2},
-            "fc": {"w": w3, "b": b3}, "heads": {"w": wh, "b": bh}}
+    return {
+        "conv1": {"w": w1, "b": b1},
+        "conv2": {"w": w2, "b": b2},
+        "fc": {"w": w3, "b": b3},
+        "heads": {"w": wh, "b": bh},
+    }
 
 
 def _images_to_float(images, dtype) -> jax.Array:
@@ -135,7 +149,7 @@ def _images_to_float(images, dtype) -> jax.Array:
     raise TypeError(f"`images` must be integer (uint8) or floating, got {images.dtype}.")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shift_matrices(k: int, width: int) -> np.ndarray:
     """``S[d, j_in, j_out] = 1`` iff ``j_in = j_out + d``: ``[k, width, width − k + 1]``."""
     out = width - k + 1
@@ -167,7 +181,7 @@ def conv_valid(x: jax.Array, w: jax.Array) -> jax.Array:
     ho, wo = h - k + 1, width - k + 1
     shifts = jnp.asarray(_shift_matrices(k, width), w.dtype)
     toeplitz = jnp.einsum("dJo,pdcf->pJcof", shifts, w).reshape(k * width * c, wo * f)
-    rows = jnp.concatenate([x[:, p:p + ho].reshape(b, ho, width * c) for p in range(k)], axis=-1)
+    rows = jnp.concatenate([x[:, p : p + ho].reshape(b, ho, width * c) for p in range(k)], axis=-1)
     return (rows @ toeplitz).reshape(b, ho, wo, f)
 
 
@@ -177,7 +191,10 @@ def _conv_relu_pool(x, w, b, conv: str):
         bs, h, wd, c = y.shape
         return y.reshape(bs, h // 2, 2, wd // 2, 2, c).max(axis=(2, 4))
     y = jax.lax.conv_general_dilated(
-        x, w, window_strides=(1, 1), padding="VALID",
+        x,
+        w,
+        window_strides=(1, 1),
+        padding="VALID",
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     y = jax.nn.relu(y + b)
@@ -185,8 +202,12 @@ def _conv_relu_pool(x, w, b, conv: str):
     # which has a gradient rule; a traced init value would fall back to the generic,
     # non-differentiable reduce_window.
     return jax.lax.reduce_window(
-        y, np.array(-np.inf, y.dtype), jax.lax.max,
-        window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 2, 1), padding="VALID",
+        y,
+        np.array(-np.inf, y.dtype),
+        jax.lax.max,
+        window_dimensions=(1, 2, 2, 1),
+        window_strides=(1, 2, 2, 1),
+        padding="VALID",
     )
 
 
@@ -199,7 +220,9 @@ def _lenet_conv(conv: str | None) -> str:
     return conv
 
 
-def lenet_encode(params: dict, images, *, conv: Literal["matmul", "xla"] | None = None) -> jax.Array:
+def lenet_encode(
+    params: dict, images, *, conv: Literal["matmul", "xla"] | None = None
+) -> jax.Array:
     """Shared representation ``z = relu(fc(pool(relu(conv2(pool(relu(conv1(x))))))))``.
 
     Args:

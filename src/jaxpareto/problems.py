@@ -19,7 +19,8 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -307,7 +308,9 @@ def convex_quadratics(matrices, centers) -> Problem:
     def pareto_set(alpha):
         alpha = _float_input(alpha, "alpha")
         if alpha.ndim < 1 or alpha.shape[-1] != m:
-            raise ValueError(f"{fn}.pareto_set: `alpha` must have shape [..., {m}], got {alpha.shape}.")
+            raise ValueError(
+                f"{fn}.pareto_set: `alpha` must have shape [..., {m}], got {alpha.shape}."
+            )
         dtype = alpha.dtype
         alpha = jnp.maximum(alpha, 0)
         total = jnp.sum(alpha, axis=-1, keepdims=True)
@@ -341,9 +344,11 @@ def convex_quadratics(matrices, centers) -> Problem:
         return jnp.mean(centers, axis=0).astype(dtype) + jax.random.normal(key, (n,), dtype)
 
     if m > 12:
+
         def is_pareto_optimal(params, atol=1e-6):
             raise ValueError(f"{fn}.is_pareto_optimal: exact check supports m <= 12, got m={m}.")
     else:
+
         def is_pareto_optimal(params, atol=1e-6):
             params = _check_params(params, n, fn)
             return _stationarity(loss_fn, params) <= atol
@@ -391,7 +396,9 @@ def random_convex_quadratics(
     m = _check_int(num_objectives, "num_objectives", 2, fn)
     n = _check_int(num_params, "num_params", 1, fn)
     if not (np.isfinite(condition_number) and condition_number >= 1):
-        raise ValueError(f"{fn}: `condition_number` must be finite and >= 1, got {condition_number}.")
+        raise ValueError(
+            f"{fn}: `condition_number` must be finite and >= 1, got {condition_number}."
+        )
     dtype = _default_float(dtype)
     a, c = _random_quadratic_data(key, m, n, math.log(condition_number), dtype)
     return convex_quadratics(a, c)

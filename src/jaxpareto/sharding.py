@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +145,8 @@ def place(tree: Any, shardings: Any) -> Any:
     """
     return jax.tree_util.tree_map(
         lambda s, sub: jax.tree_util.tree_map(lambda l: _place_leaf(l, s), sub),
-        shardings, tree,
+        shardings,
+        tree,
         is_leaf=lambda x: isinstance(x, jax.sharding.Sharding),
     )
 
@@ -264,7 +266,8 @@ def param_specs(params: Any, mesh: Mesh, axis: str = MODEL) -> Any:
 def param_shardings(params: Any, mesh: Mesh, axis: str = MODEL) -> Any:
     """:func:`param_specs` as :class:`~jax.sharding.NamedSharding` s on ``mesh``."""
     return jax.tree_util.tree_map(
-        lambda s: NamedSharding(mesh, s), param_specs(params, mesh, axis),
+        lambda s: NamedSharding(mesh, s),
+        param_specs(params, mesh, axis),
         is_leaf=lambda x: isinstance(x, PartitionSpec),
     )
 
@@ -353,8 +356,13 @@ class Collective(NamedTuple):
 
 
 _COLLECTIVE_OPS = (
-    "all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all",
-    "ragged-all-to-all", "collective-broadcast",
+    "all-reduce",
+    "all-gather",
+    "reduce-scatter",
+    "collective-permute",
+    "all-to-all",
+    "ragged-all-to-all",
+    "collective-broadcast",
 )
 _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<type>.+?)\s+"

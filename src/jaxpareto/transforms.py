@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,9 @@ class AggregateState(NamedTuple):
 def _num_tasks(jac) -> int:
     leaves = jax.tree_util.tree_leaves(jac)
     if not leaves or any(l.ndim == 0 for l in leaves):
-        raise ValueError("`updates` must be a Jacobian pytree whose leaves have a leading task axis m.")
+        raise ValueError(
+            "`updates` must be a Jacobian pytree whose leaves have a leading task axis m."
+        )
     return leaves[0].shape[0]
 
 
@@ -92,7 +95,9 @@ def task_losses(losses, value, m: int):
         raise ValueError(f"`value` (the losses) must have shape ({m},), got {value.shape}.")
     warnings.warn(
         "Passing the task losses as `value=` is deprecated: pass `losses=`; `value` is "
-        "optax's scalar objective.", DeprecationWarning, stacklevel=3,
+        "optax's scalar objective.",
+        DeprecationWarning,
+        stacklevel=3,
     )
     return value
 
@@ -178,8 +183,9 @@ def aggregate(
             skipped=jnp.zeros((), jnp.int32),
         )
 
-    def update(updates, state, params=None, *, losses=None, value=None, preference=None,
-               **extra_args):
+    def update(
+        updates, state, params=None, *, losses=None, value=None, preference=None, **extra_args
+    ):
         del params, extra_args
         gram, combine = _gramian_and_combiner(updates)
         m = gram.shape[0]
@@ -278,7 +284,8 @@ def accumulate_jacobian(
         ldtype = _weight_dtype(jnp.result_type(*leaves)) if leaves else jnp.float32
         return AccumulateJacobianState(
             jacobian_sum=jax.tree_util.tree_map(
-                lambda p: jnp.zeros((num_tasks, *jnp.shape(p)), jnp.result_type(p)), params),
+                lambda p: jnp.zeros((num_tasks, *jnp.shape(p)), jnp.result_type(p)), params
+            ),
             losses_sum=jnp.zeros((num_tasks,), ldtype),
             mini_step=jnp.zeros((), jnp.int32),
             inner=inner.init(params),
@@ -287,21 +294,32 @@ def accumulate_jacobian(
     def update(updates, state, params=None, *, losses=None, value=None, **extra):
         m = _num_tasks(updates)
         if m != num_tasks:
-            raise ValueError(f"`updates` (the Jacobian) has m={m} tasks, the accumulator "
-                             f"was built for num_tasks={num_tasks}.")
+            raise ValueError(
+                f"`updates` (the Jacobian) has m={m} tasks, the accumulator "
+                f"was built for num_tasks={num_tasks}."
+            )
         losses = task_losses(losses, value, m)
-        jac_sum = jax.tree_util.tree_map(lambda a, g: a + g.astype(a.dtype),
-                                         state.jacobian_sum, updates)
-        loss_sum = state.losses_sum + (0.0 if losses is None else losses.astype(state.losses_sum.dtype))
+        jac_sum = jax.tree_util.tree_map(
+            lambda a, g: a + g.astype(a.dtype), state.jacobian_sum, updates
+        )
+        loss_sum = state.losses_sum + (
+            0.0 if losses is None else losses.astype(state.losses_sum.dtype)
+        )
         step = state.mini_step + 1
 
         def emit(_):
             mean_jac = jax.tree_util.tree_map(lambda a: a / every_k, jac_sum)
             mean_losses = None if losses is None else loss_sum / every_k
-            out, new_inner = inner.update(mean_jac, state.inner, params, losses=mean_losses,
-                                          value=value, **extra)
-            return (out, new_inner, jax.tree_util.tree_map(jnp.zeros_like, jac_sum),
-                    jnp.zeros_like(loss_sum), jnp.zeros_like(step))
+            out, new_inner = inner.update(
+                mean_jac, state.inner, params, losses=mean_losses, value=value, **extra
+            )
+            return (
+                out,
+                new_inner,
+                jax.tree_util.tree_map(jnp.zeros_like, jac_sum),
+                jnp.zeros_like(loss_sum),
+                jnp.zeros_like(step),
+            )
 
         def wait(_):
             zeros = jax.tree_util.tree_map(lambda g: jnp.zeros(g.shape[1:], g.dtype), updates)
@@ -326,22 +344,32 @@ def _shorthand(name: str) -> Callable[..., optax.GradientTransformationExtraArgs
     """
     factory = getattr(_w, name)
     sig = inspect.signature(factory)
-    own = [p if p.default is inspect.Parameter.empty else p.replace(default=None)
-           for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-             for n, d in (("num_tasks", None), ("scale", "unit"), ("dtype", None),
-                          ("nonfinite", "zero"))
-             if n not in sig.parameters]
+    own = [
+        p if p.default is inspect.Parameter.empty else p.replace(default=None)
+        for p in sig.parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    extra = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+        for n, d in (("num_tasks", None), ("scale", "unit"), ("dtype", None), ("nonfinite", "zero"))
+        if n not in sig.parameters
+    ]
 
     def transform(*args, num_tasks=None, scale="unit", dtype=None, nonfinite="zero", **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if "num_tasks" in sig.parameters and num_tasks is not None:
             kwargs["num_tasks"] = num_tasks
-        return aggregate(factory(*args, **kwargs), num_tasks=num_tasks, scale=scale, dtype=dtype,
-                         nonfinite=nonfinite)
+        return aggregate(
+            factory(*args, **kwargs),
+            num_tasks=num_tasks,
+            scale=scale,
+            dtype=dtype,
+            nonfinite=nonfinite,
+        )
 
     transform.__signature__ = sig.replace(
-        parameters=[*own, *extra], return_annotation=optax.GradientTransformationExtraArgs)
+        parameters=[*own, *extra], return_annotation=optax.GradientTransformationExtraArgs
+    )
     transform.__name__ = transform.__qualname__ = name
     transform.__module__ = __name__
     transform.__doc__ = (
@@ -356,8 +384,21 @@ def _shorthand(name: str) -> Callable[..., optax.GradientTransformationExtraArgs
 
 # One transform per single-model weighting of jp.weighting (hv_gradient weights a set of
 # K models at once and is used through `aggregate` directly).
-SHORTHANDS = ("mgda", "epo", "pmtl", "linear", "chebyshev", "smooth_chebyshev", "upgrad",
-              "dualproj", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl")
+SHORTHANDS = (
+    "mgda",
+    "epo",
+    "pmtl",
+    "linear",
+    "chebyshev",
+    "smooth_chebyshev",
+    "upgrad",
+    "dualproj",
+    "pcgrad",
+    "cagrad",
+    "nash_mtl",
+    "imtl_g",
+    "aligned_mtl",
+)
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
 pmtl = _shorthand("pmtl")

@@ -75,7 +75,12 @@ GMRES: :mod:`jaxpareto.ppe.krylov`.
 from __future__ import annotations
 
 from jaxpareto.ppe._common import (
-    BUDGET, COST_FORWARD, COST_GRADIENT, COST_HVP, PPEWarning, Status,
+    BUDGET,
+    COST_FORWARD,
+    COST_GRADIENT,
+    COST_HVP,
+    PPEWarning,
+    Status,
 )
 from jaxpareto.ppe.corrector import KKT_STEPS, CorrectorResult, corrector
 from jaxpareto.ppe.directions import improve_direction, toward_direction
@@ -96,12 +101,33 @@ GMRES_NOT_CONVERGED = Status.GMRES_NOT_CONVERGED
 CONVERGED = Status.CONVERGED
 
 __all__ = [
-    "COST_GRADIENT", "COST_FORWARD", "COST_HVP",
-    "Status", "PPEWarning",
-    "BUDGET", "MAX_POINTS", "END_OF_FRONT", "TARGET_REACHED", "NO_PROGRESS", "STEP_TOO_SMALL",
-    "NON_FINITE", "CORRECTOR_FAILED", "GMRES_NOT_CONVERGED", "CONVERGED",
+    "COST_GRADIENT",
+    "COST_FORWARD",
+    "COST_HVP",
+    "Status",
+    "PPEWarning",
+    "BUDGET",
+    "MAX_POINTS",
+    "END_OF_FRONT",
+    "TARGET_REACHED",
+    "NO_PROGRESS",
+    "STEP_TOO_SMALL",
+    "NON_FINITE",
+    "CORRECTOR_FAILED",
+    "GMRES_NOT_CONVERGED",
+    "CONVERGED",
     "KKT_STEPS",
-    "GmresResult", "Tangent", "CorrectorResult", "Trace", "Navigator",
-    "hvp", "gmres", "tangent", "predictor", "corrector", "trace",
-    "improve_direction", "toward_direction",
+    "GmresResult",
+    "Tangent",
+    "CorrectorResult",
+    "Trace",
+    "Navigator",
+    "hvp",
+    "gmres",
+    "tangent",
+    "predictor",
+    "corrector",
+    "trace",
+    "improve_direction",
+    "toward_direction",
 ]

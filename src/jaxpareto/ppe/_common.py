@@ -231,20 +231,25 @@ def _stack_batches(batches) -> tuple:
         try:
             items = list(batches)
         except TypeError:
-            raise TypeError("`batches` must be a tuple of stacked arrays or an iterable of "
-                            f"chunks, got {type(batches).__name__}.") from None
+            raise TypeError(
+                "`batches` must be a tuple of stacked arrays or an iterable of "
+                f"chunks, got {type(batches).__name__}."
+            ) from None
         if not items:
             raise ValueError("`batches` is empty.")
         items = [it if isinstance(it, tuple) else (it,) for it in items]
-        stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
-                                         *items)
+        stacked = jax.tree_util.tree_map(
+            lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *items
+        )
     leaves = jax.tree_util.tree_leaves(stacked)
     if not leaves:
         raise ValueError("`batches` has no arrays.")
     sizes = {int(jnp.shape(x)[0]) if jnp.ndim(x) else -1 for x in leaves}
     if len(sizes) != 1 or -1 in sizes or 0 in sizes:
-        raise ValueError("every array in `batches` needs the same, non-zero leading (chunk) "
-                         f"axis; got leading sizes {sorted(sizes)}.")
+        raise ValueError(
+            "every array in `batches` needs the same, non-zero leading (chunk) "
+            f"axis; got leading sizes {sorted(sizes)}."
+        )
     return jax.tree_util.tree_map(jnp.asarray, stacked)
 
 

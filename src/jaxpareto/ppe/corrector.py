@@ -52,7 +52,8 @@ Mahapatra & Rajan 2020, eq. 24). They contract by about ``1 − 1/κ`` per step.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +63,20 @@ from jax.flatten_util import ravel_pytree
 from jaxpareto._validate import check_float, check_preference
 from jaxpareto.jacobian import combine, gramian, value_and_jacobian
 from jaxpareto.ppe._common import (
-    COST_FORWARD, COST_GRADIENT, COST_HVP, Status, _all_finite, _check_eps, _check_int,
-    _check_params, _check_scalar, _count_trace, _default, _num_tasks, _strong, _tree_norm,
+    COST_FORWARD,
+    COST_GRADIENT,
+    COST_HVP,
+    Status,
+    _all_finite,
+    _check_eps,
+    _check_int,
+    _check_params,
+    _check_scalar,
+    _count_trace,
+    _default,
+    _num_tasks,
+    _strong,
+    _tree_norm,
     _with_batches,
 )
 from jaxpareto.ppe.krylov import _hessian_solves
@@ -116,9 +129,13 @@ class CorrectorResult(NamedTuple):
 
 def _status(converged, degenerate, gmres_ok) -> jax.Array:
     return jnp.where(
-        converged, Status.CONVERGED,
-        jnp.where(degenerate, Status.NON_FINITE,
-                  jnp.where(gmres_ok, Status.CORRECTOR_FAILED, Status.GMRES_NOT_CONVERGED)),
+        converged,
+        Status.CONVERGED,
+        jnp.where(
+            degenerate,
+            Status.NON_FINITE,
+            jnp.where(gmres_ok, Status.CORRECTOR_FAILED, Status.GMRES_NOT_CONVERGED),
+        ),
     ).astype(jnp.int32)
 
 
@@ -171,12 +188,14 @@ def _evaluate(loss_fn, params, args, method: str, preference, eps) -> _Eval:
     return _Eval(params, losses, alpha, direction, slopes, dnorm, stat, gscale, finite)
 
 
-def _corrector_impl(loss_fn, params, args, preference, lr, tol,
-                    config: _CorrectorConfig, rtol=0.0, max_steps=None) -> CorrectorResult:
+def _corrector_impl(
+    loss_fn, params, args, preference, lr, tol, config: _CorrectorConfig, rtol=0.0, max_steps=None
+) -> CorrectorResult:
     """MGDA / EPO steps; stops at ``‖Σβ_i∇l_i‖ ≤ max(tol, rtol · maxᵢ‖∇l_i‖)`` or after
     ``max_steps`` (traced, ≤ ``config.steps``) steps."""
-    evaluate = functools.partial(_evaluate, loss_fn, args=args, method=config.method,
-                                 preference=preference, eps=config.eps)
+    evaluate = functools.partial(
+        _evaluate, loss_fn, args=args, method=config.method, preference=preference, eps=config.eps
+    )
     e0 = evaluate(params)
     m = e0.losses.shape[0]
     dtype = e0.losses.dtype
@@ -302,8 +321,21 @@ def _clip_alpha(alpha, xi):
     return jnp.min(jnp.where(dec, jnp.maximum(ratio, 0), jnp.inf))
 
 
-def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol, damping,
-              gmres_maxiter, config: _KktConfig, max_steps=None) -> CorrectorResult:
+def _kkt_impl(
+    loss_fn,
+    params,
+    args,
+    alpha0,
+    l_hat,
+    normal,
+    fix_alpha,
+    rtol,
+    tol,
+    damping,
+    gmres_maxiter,
+    config: _KktConfig,
+    max_steps=None,
+) -> CorrectorResult:
     """Damped Newton on (K) from ``(params, alpha0)`` (module docstring)."""
     hi = jax.lax.Precision.HIGHEST
     flat0, unravel = ravel_pytree(params)
@@ -335,8 +367,17 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
         c_alpha = p_basis.T @ (alpha - alpha_hat)
         c = jnp.where(fix_alpha, c_alpha, c_loss)
         finite = _all_finite(losses, rows)
-        return _KktEval(p, losses, alpha, rows, F, jnp.linalg.norm(F).astype(dtype),
-                        jnp.max(jnp.linalg.norm(rows, axis=1)).astype(dtype), c, finite)
+        return _KktEval(
+            p,
+            losses,
+            alpha,
+            rows,
+            F,
+            jnp.linalg.norm(F).astype(dtype),
+            jnp.max(jnp.linalg.norm(rows, axis=1)).astype(dtype),
+            c,
+            finite,
+        )
 
     e0 = evaluate(flat0, alpha0)
     g0 = jnp.where(e0.gscale > 0, e0.gscale, 1)
@@ -358,9 +399,20 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
     def newton_direction(e):
         flat = ravel_pytree(e.params)[0]
         rhs = jnp.concatenate([e.F[None], e.rows], 0)
-        sol, extra = _hessian_solves(loss_fn, flat, unravel, e.alpha, args, rhs, damping,
-                                     gmres_maxiter, config.restart, config.gmres_tol,
-                                     config.batched, config.probes)
+        sol, extra = _hessian_solves(
+            loss_fn,
+            flat,
+            unravel,
+            e.alpha,
+            args,
+            rhs,
+            damping,
+            gmres_maxiter,
+            config.restart,
+            config.gmres_tol,
+            config.batched,
+            config.probes,
+        )
         u, w = sol.x[0], sol.x[1:]
         s_mat = jnp.matmul(e.rows, w.T, precision=hi).astype(dtype)
         ju = jnp.matmul(e.rows, u, precision=hi).astype(dtype)
@@ -416,8 +468,9 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
         bad = ~ok & (~step_ok | ~seen_finite)
         return Carry(new, c.k + 1, c.trials + j, c.hvps + hv, ~ok, gmres_ok, bad)
 
-    c0 = Carry(e0, jnp.int32(0), jnp.int32(0), jnp.int32(0), ~e0.finite, jnp.bool_(True),
-               ~e0.finite)
+    c0 = Carry(
+        e0, jnp.int32(0), jnp.int32(0), jnp.int32(0), ~e0.finite, jnp.bool_(True), ~e0.finite
+    )
     out = jax.lax.while_loop(cond, body, c0)
     e = out.e
     converged = done(e)
@@ -442,19 +495,49 @@ def _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol
     )
 
 
-def _kkt_start(loss_fn, params, args, alpha0, has_alpha0, warm_steps, warm_rtol, rtol, tol,
-               damping, gmres_maxiter, kcfg: _KktConfig, max_steps=None) -> CorrectorResult:
+def _kkt_start(
+    loss_fn,
+    params,
+    args,
+    alpha0,
+    has_alpha0,
+    warm_steps,
+    warm_rtol,
+    rtol,
+    tol,
+    damping,
+    gmres_maxiter,
+    kcfg: _KktConfig,
+    max_steps=None,
+) -> CorrectorResult:
     """Correct an arbitrary start: a few MGDA steps (every loss decreasing) until the
     relative stationarity is below ``warm_rtol``, then Newton with the loss constraint
     along the KKT weights (``alpha0`` when ``has_alpha0``, else the min-norm weights)."""
     mcfg = _CorrectorConfig("mgda", 200, True, 30, 1e-4)
-    warm = _corrector_impl(loss_fn, params, args, None, 1.0, 0.0, mcfg, rtol=warm_rtol,
-                           max_steps=warm_steps)
+    warm = _corrector_impl(
+        loss_fn, params, args, None, 1.0, 0.0, mcfg, rtol=warm_rtol, max_steps=warm_steps
+    )
     alpha = jnp.where(has_alpha0, alpha0.astype(warm.alpha.dtype), warm.alpha)
-    res = _kkt_impl(loss_fn, warm.params, args, alpha, warm.losses, alpha, jnp.bool_(False),
-                    rtol, tol, damping, gmres_maxiter, kcfg, max_steps)
-    return res._replace(cost=res.cost + warm.cost, steps=res.steps + warm.steps,
-                        degenerate=res.degenerate | (warm.degenerate & ~res.converged))
+    res = _kkt_impl(
+        loss_fn,
+        warm.params,
+        args,
+        alpha,
+        warm.losses,
+        alpha,
+        jnp.bool_(False),
+        rtol,
+        tol,
+        damping,
+        gmres_maxiter,
+        kcfg,
+        max_steps,
+    )
+    return res._replace(
+        cost=res.cost + warm.cost,
+        steps=res.steps + warm.steps,
+        degenerate=res.degenerate | (warm.degenerate & ~res.converged),
+    )
 
 
 # ------------------------------------------------------------------------------- public
@@ -562,18 +645,36 @@ def corrector(
         _check_int(gmres_maxiter, "gmres_maxiter", 1)
         if gmres_restart is not None:
             _check_int(gmres_restart, "gmres_restart", 1)
-        kcfg = _KktConfig(steps, 30, gmres_restart, gmres_tol, batched,
-                          _check_preconditioner(preconditioner, preconditioner_probes))
+        kcfg = _KktConfig(
+            steps,
+            30,
+            gmres_restart,
+            gmres_tol,
+            batched,
+            _check_preconditioner(preconditioner, preconditioner_probes),
+        )
         if alpha is None:
             if target is not None or normal is not None or constraint != "loss":
                 raise ValueError("`target`, `normal` and constraint='alpha' need `alpha`.")
-            return _kkt_start_jit(loss_fn, params, args, jnp.zeros((m,), dtype),
-                                  jnp.bool_(False), steps, 1e-3, rtol, tol, damping,
-                                  gmres_maxiter, kcfg=kcfg)
+            return _kkt_start_jit(
+                loss_fn,
+                params,
+                args,
+                jnp.zeros((m,), dtype),
+                jnp.bool_(False),
+                steps,
+                1e-3,
+                rtol,
+                tol,
+                damping,
+                gmres_maxiter,
+                kcfg=kcfg,
+            )
         alpha = check_float(alpha, "alpha")
         if alpha.shape != (m,):
-            raise ValueError(f"`alpha` must have shape ({m},) to match m={m} tasks, "
-                             f"got {alpha.shape}.")
+            raise ValueError(
+                f"`alpha` must have shape ({m},) to match m={m} tasks, got {alpha.shape}."
+            )
         if target is None:
             target = loss_fn(params, *args)
         target = check_float(target, "target")
@@ -581,14 +682,29 @@ def corrector(
         for name, x in (("target", target), ("normal", normal)):
             if x.shape != (m,):
                 raise ValueError(f"`{name}` must have shape ({m},), got {x.shape}.")
-        return _kkt_jit(loss_fn, params, args, alpha, target.astype(dtype),
-                        normal.astype(dtype), jnp.asarray(constraint == "alpha"), rtol, tol,
-                        damping, gmres_maxiter, config=kcfg)
+        return _kkt_jit(
+            loss_fn,
+            params,
+            args,
+            alpha,
+            target.astype(dtype),
+            normal.astype(dtype),
+            jnp.asarray(constraint == "alpha"),
+            rtol,
+            tol,
+            damping,
+            gmres_maxiter,
+            config=kcfg,
+        )
     line_search = line_search and method == "mgda"
     lr = (1.0 if line_search else 0.1) if lr is None else lr
     _check_scalar(lr, "lr", positive=True)
-    tol = _default(tol, dtype, float(np.sqrt(np.finfo(np.float64).eps)),
-                   float(np.sqrt(np.finfo(np.float32).eps)))
+    tol = _default(
+        tol,
+        dtype,
+        float(np.sqrt(np.finfo(np.float64).eps)),
+        float(np.sqrt(np.finfo(np.float32).eps)),
+    )
     _check_scalar(tol, "tol", nonnegative=True)
     config = _CorrectorConfig(method, steps, line_search, 30, float(eps))
     return _first_order_jit(loss_fn, params, args, preference, lr, tol, config=config)
@@ -598,18 +714,66 @@ def corrector(
 # shapes); the Python bodies run only while JAX traces them (``TRACE_COUNTS``).
 
 
-def _kkt_entry(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol, damping,
-               gmres_maxiter, config):
+def _kkt_entry(
+    loss_fn,
+    params,
+    args,
+    alpha0,
+    l_hat,
+    normal,
+    fix_alpha,
+    rtol,
+    tol,
+    damping,
+    gmres_maxiter,
+    config,
+):
     _count_trace("corrector")
-    return _kkt_impl(loss_fn, params, args, alpha0, l_hat, normal, fix_alpha, rtol, tol,
-                     damping, gmres_maxiter, config)
+    return _kkt_impl(
+        loss_fn,
+        params,
+        args,
+        alpha0,
+        l_hat,
+        normal,
+        fix_alpha,
+        rtol,
+        tol,
+        damping,
+        gmres_maxiter,
+        config,
+    )
 
 
-def _kkt_start_entry(loss_fn, params, args, alpha0, has_alpha0, warm_steps, warm_rtol, rtol,
-                     tol, damping, gmres_maxiter, kcfg):
+def _kkt_start_entry(
+    loss_fn,
+    params,
+    args,
+    alpha0,
+    has_alpha0,
+    warm_steps,
+    warm_rtol,
+    rtol,
+    tol,
+    damping,
+    gmres_maxiter,
+    kcfg,
+):
     _count_trace("corrector")
-    return _kkt_start(loss_fn, params, args, alpha0, has_alpha0, warm_steps, warm_rtol, rtol,
-                      tol, damping, gmres_maxiter, kcfg)
+    return _kkt_start(
+        loss_fn,
+        params,
+        args,
+        alpha0,
+        has_alpha0,
+        warm_steps,
+        warm_rtol,
+        rtol,
+        tol,
+        damping,
+        gmres_maxiter,
+        kcfg,
+    )
 
 
 def _first_order_entry(loss_fn, params, args, preference, lr, tol, config):
@@ -620,5 +784,3 @@ def _first_order_entry(loss_fn, params, args, preference, lr, tol, config):
 _kkt_jit = jax.jit(_kkt_entry, static_argnames=("loss_fn", "config"))
 _kkt_start_jit = jax.jit(_kkt_start_entry, static_argnames=("loss_fn", "kcfg"))
 _first_order_jit = jax.jit(_first_order_entry, static_argnames=("loss_fn", "config"))
-
-

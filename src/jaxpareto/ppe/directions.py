@@ -96,4 +96,3 @@ def _ray_sine(losses: jax.Array, preference: jax.Array) -> jax.Array:
     perp = losses - (losses @ uh) * uh
     ln = jnp.linalg.norm(losses)
     return jnp.where(ln > 0, jnp.linalg.norm(perp) / jnp.where(ln > 0, ln, 1), 1.0)
-

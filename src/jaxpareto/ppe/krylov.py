@@ -26,16 +26,23 @@ default.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import jax.flatten_util
+import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float
 from jaxpareto.ppe._common import (
-    _Chunked, _check_int, _check_params, _check_same_tree, _default, _num_tasks, _weighted_loss,
+    _check_int,
+    _check_params,
+    _check_same_tree,
+    _Chunked,
+    _default,
+    _num_tasks,
+    _weighted_loss,
 )
 
 
@@ -83,8 +90,14 @@ class GmresResult(NamedTuple):
     converged: jax.Array
 
 
-def gmres(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *, restart: int = 20,
-          maxiter: int = 100, tol: float | None = None) -> GmresResult:
+def gmres(
+    matvec: Callable[[jax.Array], jax.Array],
+    b: jax.Array,
+    *,
+    restart: int = 20,
+    maxiter: int = 100,
+    tol: float | None = None,
+) -> GmresResult:
     """Restarted GMRES(k) for ``A x = b`` with ``x₀ = 0`` (Saad & Schultz 1986).
 
     Each cycle builds a Krylov basis of at most ``restart`` vectors (Arnoldi, classical
@@ -206,9 +219,20 @@ def _guarded_triangular_solve(r: jax.Array, rhs: jax.Array) -> jax.Array:
     return jax.scipy.linalg.solve_triangular(safe, rhs, lower=False)
 
 
-
-def _hessian_solves(loss_fn, flat, unravel, alpha, args, rhs, damping, maxiter,
-                    restart: int | None, tol, batched: bool, probes: int = 0):
+def _hessian_solves(
+    loss_fn,
+    flat,
+    unravel,
+    alpha,
+    args,
+    rhs,
+    damping,
+    maxiter,
+    restart: int | None,
+    tol,
+    batched: bool,
+    probes: int = 0,
+):
     """GMRES on ``(H_α + λI) x_j = rhs_j`` for every row of ``rhs`` (``[k, n]``).
 
     ``H_α`` is the Hessian of ``Σ α_i l_i`` at ``unravel(flat)``, applied matrix-free:
@@ -227,6 +251,7 @@ def _hessian_solves(loss_fn, flat, unravel, alpha, args, rhs, damping, maxiter,
         return jax.flatten_util.ravel_pytree(jax.grad(weighted)(unravel(x)))[0]
 
     if isinstance(loss_fn, _Chunked):
+
         def lin(u):
             return jax.jvp(grad_flat, (flat,), (u,))[1]
     else:
@@ -250,6 +275,7 @@ def _hessian_solves(loss_fn, flat, unravel, alpha, args, rhs, damping, maxiter,
             sol = _gmres(lambda y: matvec(scale * y), b, k, maxiter, tol)
             return sol._replace(x=scale * sol.x)
     else:
+
         def solve(b):
             return _gmres(matvec, b, k, maxiter, tol)
 

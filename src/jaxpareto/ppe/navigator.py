@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +11,24 @@ import numpy as np
 
 from jaxpareto._validate import check_preference
 from jaxpareto.ppe._common import (
-    PPEWarning, Status, _check_int, _check_scalar, _num_tasks, _with_batches,
+    PPEWarning,
+    Status,
+    _check_int,
+    _check_scalar,
+    _num_tasks,
+    _with_batches,
 )
 from jaxpareto.ppe.directions import improve_direction
 from jaxpareto.ppe.trace import Trace, trace
 
 # Stop reasons that mean "the move did not do what was asked".
-_STALLED = (Status.STEP_TOO_SMALL, Status.NON_FINITE, Status.CORRECTOR_FAILED,
-            Status.GMRES_NOT_CONVERGED, Status.NO_PROGRESS)
+_STALLED = (
+    Status.STEP_TOO_SMALL,
+    Status.NON_FINITE,
+    Status.CORRECTOR_FAILED,
+    Status.GMRES_NOT_CONVERGED,
+    Status.NO_PROGRESS,
+)
 
 
 def _check_move(t: Trace, what: str, *, initial: bool = False) -> None:
@@ -29,31 +39,43 @@ def _check_move(t: Trace, what: str, *, initial: bool = False) -> None:
     if not np.all(conv):
         idx = np.flatnonzero(~conv).tolist()
         rel = float(np.max(np.asarray(t.relative_stationarity)[:k][~conv]))
-        msgs.append(f"the corrector did not converge at point(s) {idx} (relative "
-                    f"stationarity up to {rel:.2e})")
+        msgs.append(
+            f"the corrector did not converge at point(s) {idx} (relative "
+            f"stationarity up to {rel:.2e})"
+        )
     gm = np.asarray(t.gmres_converged)[:k]
     if not np.all(gm):
         res = float(np.max(np.asarray(t.gmres_residual)[:k][~gm]))
-        msgs.append(f"tangent GMRES solves did not converge at point(s) "
-                    f"{np.flatnonzero(~gm).tolist()} (relative residual up to {res:.2e}; "
-                    "raise gmres_maxiter or add damping)")
+        msgs.append(
+            f"tangent GMRES solves did not converge at point(s) "
+            f"{np.flatnonzero(~gm).tolist()} (relative residual up to {res:.2e}; "
+            "raise gmres_maxiter or add damping)"
+        )
     reason = t.reason
     if not initial and reason in _STALLED:
         fail = Status(int(t.failure))
         why = "" if fail == Status.NONE else f"; last rejected attempt: {fail!r} ({fail.message})"
-        msgs.append(f"the move stopped with {reason!r} ({reason.message}) after "
-                    f"{k - 1} step(s){why}")
+        msgs.append(
+            f"the move stopped with {reason!r} ({reason.message}) after {k - 1} step(s){why}"
+        )
     if not initial and reason == Status.MAX_POINTS:
-        msgs.append(f"the point budget (max_points) ran out after {k - 1} step(s), before "
-                    "the target or the end of the front")
+        msgs.append(
+            f"the point budget (max_points) ran out after {k - 1} step(s), before "
+            "the target or the end of the front"
+        )
     if not initial and k == 1 and reason not in _STALLED:
         msgs.append(f"no step was taken ({reason!r}: {reason.message})")
     elif not initial and reason == Status.END_OF_FRONT:
         # Clean stop, but short of the request: an unreachable ray or floor.
-        target = ("the preference ray is not reachable on this front"
-                  if what == "toward" else "the requested decrease is not reachable")
-        msgs.append(f"{target}: the move stopped at the end of the front (Status.END_OF_FRONT)"
-                    f" after {k - 1} step(s), at the closest front point it could reach")
+        target = (
+            "the preference ray is not reachable on this front"
+            if what == "toward"
+            else "the requested decrease is not reachable"
+        )
+        msgs.append(
+            f"{target}: the move stopped at the end of the front (Status.END_OF_FRONT)"
+            f" after {k - 1} step(s), at the closest front point it could reach"
+        )
     if initial and reason in (Status.NON_FINITE, Status.CORRECTOR_FAILED):
         msgs.append(f"the start could not be corrected: {reason!r}")
     if msgs:
@@ -92,8 +114,7 @@ class Navigator:
     """
 
     def __init__(self, loss_fn: Callable[..., jax.Array], params, *args, **trace_options):
-        for bad in ("direction", "num_points", "preference", "floor", "alpha",
-                    "correct_start"):
+        for bad in ("direction", "num_points", "preference", "floor", "alpha", "correct_start"):
             if bad in trace_options:
                 raise TypeError(f"Navigator sets `{bad}` itself; do not pass it.")
         # Chunked data (mini-batch navigation over the whole data set): wrap once, so
@@ -107,8 +128,9 @@ class Navigator:
         self.m, dtype = _num_tasks(loss_fn, params, args)
         # The initial correction is a trace with a zero request: it corrects the start,
         # finds no direction and stops.
-        start = trace(loss_fn, params, jnp.zeros((self.m,), dtype), self._max_points, *args,
-                      **trace_options)
+        start = trace(
+            loss_fn, params, jnp.zeros((self.m,), dtype), self._max_points, *args, **trace_options
+        )
         _check_move(start, "__init__", initial=True)
         self.history: list[Trace] = [start]
         self.cost = float(start.cost_gradient_evals)
@@ -132,15 +154,29 @@ class Navigator:
 
     @property
     def front(self) -> np.ndarray:
-        parts = [np.asarray(self.history[0].losses[int(self.history[0].length) - 1:
-                                                   int(self.history[0].length)])]
+        parts = [
+            np.asarray(
+                self.history[0].losses[
+                    int(self.history[0].length) - 1 : int(self.history[0].length)
+                ]
+            )
+        ]
         for t in self.history[1:]:
-            parts.append(np.asarray(t.losses[1:int(t.length)]))
+            parts.append(np.asarray(t.losses[1 : int(t.length)]))
         return np.concatenate(parts, axis=0)
 
     def _move(self, what: str, direction, **kwargs) -> Trace:
-        t = trace(self._loss_fn, self.params, direction, self._max_points, *self._args,
-                  alpha=self.alpha, correct_start=False, **kwargs, **self._options)
+        t = trace(
+            self._loss_fn,
+            self.params,
+            direction,
+            self._max_points,
+            *self._args,
+            alpha=self.alpha,
+            correct_start=False,
+            **kwargs,
+            **self._options,
+        )
         self.history.append(t)
         self.cost += float(t.cost_gradient_evals)
         _check_move(t, what)

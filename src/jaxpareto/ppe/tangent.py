@@ -10,7 +10,8 @@ minimises ``‖S ξ + d‖`` over ``1ᵀξ = 0`` for the request ``d``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,17 @@ from jax.flatten_util import ravel_pytree
 from jaxpareto._validate import check_float, is_concrete
 from jaxpareto.jacobian import value_and_jacobian
 from jaxpareto.ppe._common import (
-    COST_GRADIENT, COST_HVP, _all_finite, _check_int, _check_params, _check_same_tree,
-    _check_scalar, _count_trace, _num_tasks, _strong, _with_batches,
+    COST_GRADIENT,
+    COST_HVP,
+    _all_finite,
+    _check_int,
+    _check_params,
+    _check_same_tree,
+    _check_scalar,
+    _count_trace,
+    _num_tasks,
+    _strong,
+    _with_batches,
 )
 from jaxpareto.ppe.krylov import _hessian_solves
 
@@ -102,22 +112,36 @@ _PRECONDITIONERS = (None, "hutchinson")
 def _check_preconditioner(preconditioner, probes) -> int:
     """The static probe count for ``preconditioner`` (0: no preconditioner)."""
     if preconditioner not in _PRECONDITIONERS:
-        raise ValueError(f"`preconditioner` must be one of {_PRECONDITIONERS}, "
-                         f"got {preconditioner!r}.")
+        raise ValueError(
+            f"`preconditioner` must be one of {_PRECONDITIONERS}, got {preconditioner!r}."
+        )
     probes = _check_int(probes, "preconditioner_probes", 1)
     return probes if preconditioner == "hutchinson" else 0
 
 
-def _tangent_impl(loss_fn, params, alpha, d, args, damping, maxiter,
-                  config: _TangentConfig) -> Tangent:
+def _tangent_impl(
+    loss_fn, params, alpha, d, args, damping, maxiter, config: _TangentConfig
+) -> Tangent:
     losses, jac = value_and_jacobian(loss_fn)(params, *args)
     m = losses.shape[0]
     dtype = losses.dtype
     flat, unravel = ravel_pytree(params)
     rows = jax.vmap(lambda t: ravel_pytree(t)[0])(jac)  # [m, n]
     alpha = alpha.astype(dtype)
-    sol, extra = _hessian_solves(loss_fn, flat, unravel, alpha, args, rows, damping, maxiter,
-                                 config.restart, config.tol, config.batched, config.probes)
+    sol, extra = _hessian_solves(
+        loss_fn,
+        flat,
+        unravel,
+        alpha,
+        args,
+        rows,
+        damping,
+        maxiter,
+        config.restart,
+        config.tol,
+        config.batched,
+        config.probes,
+    )
     w = sol.x  # [m, n], row i = (H_α + λI)⁻¹ ∇l_i
     s_matrix = jnp.matmul(rows, w.T, precision=jax.lax.Precision.HIGHEST).astype(dtype)
     d = d.astype(dtype)
@@ -232,10 +256,12 @@ def tangent(
         _check_scalar(tol, "tol", positive=True)
     if not isinstance(batched, bool):
         raise TypeError(f"`batched` must be a bool, got {type(batched).__name__}.")
-    config = _TangentConfig(restart, tol, batched,
-                            _check_preconditioner(preconditioner, preconditioner_probes))
-    return _tangent_jit(loss_fn, _strong(params), alpha, direction, _strong(args), damping,
-                        maxiter, config=config)
+    config = _TangentConfig(
+        restart, tol, batched, _check_preconditioner(preconditioner, preconditioner_probes)
+    )
+    return _tangent_jit(
+        loss_fn, _strong(params), alpha, direction, _strong(args), damping, maxiter, config=config
+    )
 
 
 def predictor(params, tangent: Tangent, step) -> Any:

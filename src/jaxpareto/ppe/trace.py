@@ -34,7 +34,8 @@ start exactly where the last one ended).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,16 +43,35 @@ import numpy as np
 
 from jaxpareto._validate import check_float, check_preference
 from jaxpareto.ppe._common import (
-    COST_FORWARD, Status, _check_eps, _check_int, _check_params, _check_scalar, _count_trace,
-    _default, _num_tasks, _strong, _with_batches,
+    COST_FORWARD,
+    Status,
+    _check_eps,
+    _check_int,
+    _check_params,
+    _check_scalar,
+    _count_trace,
+    _default,
+    _num_tasks,
+    _strong,
+    _with_batches,
 )
 from jaxpareto.ppe.corrector import (
-    _CORRECTOR_METHODS, KKT_STEPS, CorrectorResult, _clip_alpha, _corrector_impl,
-    _CorrectorConfig, _kkt_impl, _kkt_start, _KktConfig,
+    _CORRECTOR_METHODS,
+    KKT_STEPS,
+    CorrectorResult,
+    _clip_alpha,
+    _corrector_impl,
+    _CorrectorConfig,
+    _kkt_impl,
+    _kkt_start,
+    _KktConfig,
 )
 from jaxpareto.ppe.directions import _ray_sine, _toward
 from jaxpareto.ppe.tangent import (
-    _check_preconditioner, _tangent_impl, _TangentConfig, predictor,
+    _check_preconditioner,
+    _tangent_impl,
+    _TangentConfig,
+    predictor,
 )
 
 # Trace.status values (per point).
@@ -131,8 +151,10 @@ class Trace(NamedTuple):
         bad = int(np.sum(~np.asarray(self.converged)[:k]))
         fail = Status(int(self.failure))
         extra = "" if fail == Status.NONE else f", last rejection: {fail!r}"
-        return (f"{k} points, stop {self.reason!r} ({self.reason.message}), "
-                f"{bad} not converged{extra}, cost {float(self.cost_gradient_evals):.0f}")
+        return (
+            f"{k} points, stop {self.reason!r} ({self.reason.message}), "
+            f"{bad} not converged{extra}, cost {float(self.cost_gradient_evals):.0f}"
+        )
 
 
 class _TraceStatic(NamedTuple):
@@ -221,19 +243,44 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
 
             def at_start():
                 warm = jnp.where(num.correct_start & ~num.has_alpha0, 200, 0)
-                return _kkt_start(loss_fn, p, args, num.alpha0, num.has_alpha0, warm, 1e-3,
-                                  num.corrector_rtol, num.corrector_tol, num.damping,
-                                  num.maxiter, static.kkt, limit)
+                return _kkt_start(
+                    loss_fn,
+                    p,
+                    args,
+                    num.alpha0,
+                    num.has_alpha0,
+                    warm,
+                    1e-3,
+                    num.corrector_rtol,
+                    num.corrector_tol,
+                    num.damping,
+                    num.maxiter,
+                    static.kkt,
+                    limit,
+                )
 
             def later():
-                return _kkt_impl(loss_fn, p, args, alpha_hat, l_hat, normal, fix_alpha,
-                                 num.corrector_rtol, num.corrector_tol, num.damping,
-                                 num.maxiter, static.kkt, limit)
+                return _kkt_impl(
+                    loss_fn,
+                    p,
+                    args,
+                    alpha_hat,
+                    l_hat,
+                    normal,
+                    fix_alpha,
+                    num.corrector_rtol,
+                    num.corrector_tol,
+                    num.damping,
+                    num.maxiter,
+                    static.kkt,
+                    limit,
+                )
 
             return jax.lax.cond(start, at_start, later)
         limit = jnp.where(start & ~num.correct_start, 0, budget)
-        return _corrector_impl(loss_fn, p, args, pref, num.lr, num.corrector_tol, ccfg,
-                               max_steps=limit)
+        return _corrector_impl(
+            loss_fn, p, args, pref, num.lr, num.corrector_tol, ccfg, max_steps=limit
+        )
 
     def compute_tangent(p, alpha, d):
         return _tangent_impl(loss_fn, p, alpha, d, args, num.damping, num.maxiter, static.tangent)
@@ -262,12 +309,15 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
     tangent_shape = jax.eval_shape(compute_tangent, params, zeros_m, zeros_m)
     pref_shape = zeros_m if ccfg.method == "epo" else None
     result_shape = jax.eval_shape(
-        lambda p, pr: correct(p, pr, zeros_m, zeros_m, zeros_m, jnp.bool_(False),
-                              jnp.bool_(True)), params, pref_shape)
+        lambda p, pr: correct(p, pr, zeros_m, zeros_m, zeros_m, jnp.bool_(False), jnp.bool_(True)),
+        params,
+        pref_shape,
+    )
 
     buf = _Buffers(
-        params=jax.tree_util.tree_map(lambda x: jnp.zeros((k_max,) + x.shape, x.dtype),
-                                      result_shape.params),
+        params=jax.tree_util.tree_map(
+            lambda x: jnp.zeros((k_max,) + x.shape, x.dtype), result_shape.params
+        ),
         losses=jnp.zeros((k_max, m), dtype),
         alpha=jnp.zeros((k_max, m), dtype),
         stationarity=jnp.zeros((k_max,), dtype),
@@ -325,9 +375,13 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
         bad = ~tan.finite
         stop_now = ~start & (bad | reached | at_end | no_move)
         reason_now = jnp.where(
-            bad, Status.NON_FINITE,
-            jnp.where(reached, Status.TARGET_REACHED,
-                      jnp.where(at_end, Status.END_OF_FRONT, Status.NO_PROGRESS)),
+            bad,
+            Status.NON_FINITE,
+            jnp.where(
+                reached,
+                Status.TARGET_REACHED,
+                jnp.where(at_end, Status.END_OF_FRONT, Status.NO_PROGRESS),
+            ),
         ).astype(jnp.int32)
 
         sig_alpha = _clip_alpha(c.alpha, tan.xi)
@@ -336,8 +390,9 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
         sig_target = jnp.minimum(sig_floor, sig_ray)
         sig_clip = jnp.minimum(sig_alpha, sig_target)
         xi_inf = jnp.max(jnp.abs(tan.xi))
-        sig_trust_alpha = jnp.where(xi_inf > 0, num.alpha_step / jnp.where(xi_inf > 0, xi_inf, 1),
-                                    jnp.inf)
+        sig_trust_alpha = jnp.where(
+            xi_inf > 0, num.alpha_step / jnp.where(xi_inf > 0, xi_inf, 1), jnp.inf
+        )
         kk = jnp.argmax(jnp.abs(d))
         safe_dn = jnp.where(dn > 0, dn, 1)
         # Where the corrector is pinned (Newton): the normal of the loss constraint.
@@ -364,7 +419,8 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
             extra = jnp.zeros((), dtype)
             if ccfg.method == "epo":
                 pref = jnp.where(
-                    start & num.toward, preference,
+                    start & num.toward,
+                    preference,
                     ray_pref(jnp.where(start, loss_fn(c.params, *args), l_hat)),
                 )
                 extra = jnp.where(start, COST_FORWARD, 0).astype(dtype)
@@ -378,11 +434,25 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
             ok = start | (good & sign_ok)
             failure = jnp.where(good, Status.NO_PROGRESS, res.status).astype(jnp.int32)
             s_taken = jnp.where(start, a.s_try, sigma * dn)
-            return Attempt(a.tries + 1, ok, jnp.where(ok, a.s_try, s_taken / 2), sigma, res,
-                           a.cost + res.cost + extra, jnp.where(ok, a.failure, failure))
+            return Attempt(
+                a.tries + 1,
+                ok,
+                jnp.where(ok, a.s_try, s_taken / 2),
+                sigma,
+                res,
+                a.cost + res.cost + extra,
+                jnp.where(ok, a.failure, failure),
+            )
 
-        a0 = Attempt(jnp.int32(0), jnp.bool_(False), c.s, jnp.zeros((), dtype),
-                     _zeros_like_shape(result_shape), jnp.zeros((), dtype), c.failure)
+        a0 = Attempt(
+            jnp.int32(0),
+            jnp.bool_(False),
+            c.s,
+            jnp.zeros((), dtype),
+            _zeros_like_shape(result_shape),
+            jnp.zeros((), dtype),
+            c.failure,
+        )
         a = jax.lax.while_loop(attempt_cond, attempt_body, a0)
         accepted = a.accepted & ~stop_now
         res = a.result
@@ -399,9 +469,11 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
             stationarity=c.buf.stationarity.at[c.k].set(res.stationarity),
             step=c.buf.step.at[c.k].set(a.sigma * dn),
             predicted_losses=c.buf.predicted_losses.at[c.k].set(
-                jnp.where(start, res.losses, c.losses + a.sigma * delta)),
+                jnp.where(start, res.losses, c.losses + a.sigma * delta)
+            ),
             predicted_alpha=c.buf.predicted_alpha.at[c.k].set(
-                jnp.where(start, res.alpha, c.alpha + a.sigma * tan.xi)),
+                jnp.where(start, res.alpha, c.alpha + a.sigma * tan.xi)
+            ),
             gmres_iterations=c.buf.gmres_iterations.at[c.k].set(tan.iterations),
             gmres_residual=c.buf.gmres_residual.at[c.k].set(tan.residuals),
             corrector_steps=c.buf.corrector_steps.at[c.k].set(res.steps),
@@ -410,12 +482,13 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
             cost=c.buf.cost.at[c.k].set(point_cost),
             converged=c.buf.converged.at[c.k].set(res.converged),
             relative_stationarity=c.buf.relative_stationarity.at[c.k].set(
-                res.relative_stationarity),
-            gmres_converged=c.buf.gmres_converged.at[c.k].set(
-                start | jnp.all(tan.converged)),
+                res.relative_stationarity
+            ),
+            gmres_converged=c.buf.gmres_converged.at[c.k].set(start | jnp.all(tan.converged)),
         )
         pick = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-            lambda x, y: jnp.where(accepted, x, y), new, old)
+            lambda x, y: jnp.where(accepted, x, y), new, old
+        )
         # Step control for the next point: the predictor–corrector discrepancy.
         taken = a.sigma * dn
         disc = jnp.linalg.norm(res.losses - (c.losses + a.sigma * delta))
@@ -424,19 +497,27 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
         struggled = res.steps > budget // 2
         factor = jnp.where(struggled, 0.5, factor)
         cap_next = trust_cap(res.losses)
-        s_next = jnp.where(start, trust_cap(res.losses),
-                           jnp.minimum(cap_next, jnp.where(taken > 0, taken, a.s_try) * factor))
+        s_next = jnp.where(
+            start,
+            trust_cap(res.losses),
+            jnp.minimum(cap_next, jnp.where(taken > 0, taken, a.s_try) * factor),
+        )
         k = c.k + accepted.astype(jnp.int32)
         start_failed = start & (res.degenerate | ~res.converged)
         # Landing on the target ends the move without another tangent.
         reached_after = accepted & target_reached(res.losses)
         reason = jnp.where(
-            stop_now, reason_now,
-            jnp.where(start_failed,
-                      jnp.where(res.degenerate, Status.NON_FINITE, Status.CORRECTOR_FAILED),
-                      jnp.where(~accepted, Status.STEP_TOO_SMALL,
-                                jnp.where(reached_after, Status.TARGET_REACHED,
-                                          Status.MAX_POINTS))),
+            stop_now,
+            reason_now,
+            jnp.where(
+                start_failed,
+                jnp.where(res.degenerate, Status.NON_FINITE, Status.CORRECTOR_FAILED),
+                jnp.where(
+                    ~accepted,
+                    Status.STEP_TOO_SMALL,
+                    jnp.where(reached_after, Status.TARGET_REACHED, Status.MAX_POINTS),
+                ),
+            ),
         ).astype(jnp.int32)
         done = stop_now | ~accepted | start_failed | reached_after | (k >= k_max)
         return Carry(
@@ -614,8 +695,11 @@ def trace(
             )
         d_fixed = d_fixed.astype(dtype)
     if not toward:
-        preference = jnp.ones((m,), dtype) if preference is None else check_preference(
-            preference, m).astype(dtype)
+        preference = (
+            jnp.ones((m,), dtype)
+            if preference is None
+            else check_preference(preference, m).astype(dtype)
+        )
     if floor is None:
         floor = jnp.full((m,), -jnp.inf, dtype)
     else:
@@ -630,8 +714,9 @@ def trace(
     else:
         alpha0 = check_float(alpha, "alpha").astype(dtype)
         if alpha0.shape != (m,):
-            raise ValueError(f"`alpha` must have shape ({m},) to match m={m} tasks, "
-                             f"got {alpha0.shape}.")
+            raise ValueError(
+                f"`alpha` must have shape ({m},) to match m={m} tasks, got {alpha0.shape}."
+            )
         has_alpha0 = True
     if not isinstance(correct_start, bool):
         raise TypeError(f"`correct_start` must be a bool, got {type(correct_start).__name__}.")
@@ -657,8 +742,11 @@ def trace(
     lr = (1.0 if line_search else 0.1) if corrector_lr is None else corrector_lr
     _check_scalar(lr, "corrector_lr", positive=True)
     root_eps = float(np.sqrt(np.finfo(np.float64).eps)), float(np.sqrt(np.finfo(np.float32).eps))
-    ctol = (0.0 if corrector_tol is None else corrector_tol) if corrector == "kkt" else \
-        _default(corrector_tol, dtype, *root_eps)
+    ctol = (
+        (0.0 if corrector_tol is None else corrector_tol)
+        if corrector == "kkt"
+        else _default(corrector_tol, dtype, *root_eps)
+    )
     crtol = _default(corrector_rtol, dtype, 1e-10, 1e-4)
     _check_scalar(crtol, "corrector_rtol", nonnegative=True)
     ttol = _default(target_tol, dtype, *root_eps)
@@ -694,7 +782,6 @@ def trace(
     )
     # Weakly typed leaves (e.g. jnp.full(n, 0.5)) would otherwise recompile.
     params = _strong(params)
-    return _trace_jit(params, _strong(args), d_fixed, preference, floor, numeric,
-                      static=static, loss_fn=loss_fn)
-
-
+    return _trace_jit(
+        params, _strong(args), d_fixed, preference, floor, numeric, static=static, loss_fn=loss_fn
+    )

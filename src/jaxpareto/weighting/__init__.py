@@ -13,9 +13,15 @@ UPGrad and DualProj.
 Layering: this package sees only arrays; it imports neither optax nor the Jacobian code.
 """
 
-from jaxpareto.weighting.aligned_mtl import AlignedMtlResult, AlignedMtlState, aligned_mtl, aligned_mtl_weights
+from jaxpareto.weighting.aligned_mtl import (
+    AlignedMtlResult,
+    AlignedMtlState,
+    aligned_mtl,
+    aligned_mtl_weights,
+)
 from jaxpareto.weighting.base import Weighting
 from jaxpareto.weighting.cagrad import CagradResult, CagradState, cagrad, cagrad_weights
+from jaxpareto.weighting.dualproj import DualProjResult, DualProjState, dualproj, dualproj_weights
 from jaxpareto.weighting.epo import EpoResult, EpoState, epo, epo_weights
 from jaxpareto.weighting.hv_gradient import (
     HvGradientResult,
@@ -25,11 +31,29 @@ from jaxpareto.weighting.hv_gradient import (
     hv_gradient_weights,
 )
 from jaxpareto.weighting.imtl import ImtlResult, ImtlState, imtl_g, imtl_g_weights
-from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, NUMERICAL_ERROR, OPTIMAL, LPResult, linprog_simplex
-from jaxpareto.weighting.min_norm import MgdaState, MinNormResult, kkt_residual, mgda, min_norm_weights
-from jaxpareto.weighting.dualproj import DualProjResult, DualProjState, dualproj, dualproj_weights
+from jaxpareto.weighting.lp import (
+    INFEASIBLE,
+    MAX_ITER,
+    NUMERICAL_ERROR,
+    OPTIMAL,
+    LPResult,
+    linprog_simplex,
+)
+from jaxpareto.weighting.min_norm import (
+    MgdaState,
+    MinNormResult,
+    kkt_residual,
+    mgda,
+    min_norm_weights,
+)
 from jaxpareto.weighting.nash_mtl import NashMtlResult, NashMtlState, nash_mtl, nash_mtl_weights
-from jaxpareto.weighting.pcgrad import PcgradResult, PcgradState, pcgrad, pcgrad_weights, random_orders
+from jaxpareto.weighting.pcgrad import (
+    PcgradResult,
+    PcgradState,
+    pcgrad,
+    pcgrad_weights,
+    random_orders,
+)
 from jaxpareto.weighting.pmtl import PmtlResult, PmtlState, pmtl, pmtl_weights
 from jaxpareto.weighting.qp import QPResult, project_dual_cone, qp_kkt_residual, solve_qp
 from jaxpareto.weighting.scalarization import (
@@ -45,19 +69,68 @@ from jaxpareto.weighting.upgrad import UPGradResult, UPGradState, upgrad, upgrad
 
 __all__ = [
     "Weighting",
-    "EpoResult", "EpoState", "epo", "epo_weights",
-    "INFEASIBLE", "MAX_ITER", "NUMERICAL_ERROR", "OPTIMAL", "LPResult", "linprog_simplex",
-    "MgdaState", "MinNormResult", "kkt_residual", "mgda", "min_norm_weights",
-    "PmtlResult", "PmtlState", "pmtl", "pmtl_weights",
-    "ScalarizationState", "chebyshev", "chebyshev_weights", "linear", "linear_weights",
-    "smooth_chebyshev", "smooth_chebyshev_weights",
-    "AlignedMtlResult", "AlignedMtlState", "aligned_mtl", "aligned_mtl_weights",
-    "CagradResult", "CagradState", "cagrad", "cagrad_weights",
-    "HvGradientResult", "HvGradientState", "front_ranks", "hv_gradient", "hv_gradient_weights",
-    "ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights",
-    "NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights",
-    "PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights", "random_orders",
-    "DualProjResult", "DualProjState", "dualproj", "dualproj_weights",
-    "QPResult", "project_dual_cone", "qp_kkt_residual", "solve_qp",
-    "UPGradResult", "UPGradState", "upgrad", "upgrad_weights",
+    "EpoResult",
+    "EpoState",
+    "epo",
+    "epo_weights",
+    "INFEASIBLE",
+    "MAX_ITER",
+    "NUMERICAL_ERROR",
+    "OPTIMAL",
+    "LPResult",
+    "linprog_simplex",
+    "MgdaState",
+    "MinNormResult",
+    "kkt_residual",
+    "mgda",
+    "min_norm_weights",
+    "PmtlResult",
+    "PmtlState",
+    "pmtl",
+    "pmtl_weights",
+    "ScalarizationState",
+    "chebyshev",
+    "chebyshev_weights",
+    "linear",
+    "linear_weights",
+    "smooth_chebyshev",
+    "smooth_chebyshev_weights",
+    "AlignedMtlResult",
+    "AlignedMtlState",
+    "aligned_mtl",
+    "aligned_mtl_weights",
+    "CagradResult",
+    "CagradState",
+    "cagrad",
+    "cagrad_weights",
+    "HvGradientResult",
+    "HvGradientState",
+    "front_ranks",
+    "hv_gradient",
+    "hv_gradient_weights",
+    "ImtlResult",
+    "ImtlState",
+    "imtl_g",
+    "imtl_g_weights",
+    "NashMtlResult",
+    "NashMtlState",
+    "nash_mtl",
+    "nash_mtl_weights",
+    "PcgradResult",
+    "PcgradState",
+    "pcgrad",
+    "pcgrad_weights",
+    "random_orders",
+    "DualProjResult",
+    "DualProjState",
+    "dualproj",
+    "dualproj_weights",
+    "QPResult",
+    "project_dual_cone",
+    "qp_kkt_residual",
+    "solve_qp",
+    "UPGradResult",
+    "UPGradState",
+    "upgrad",
+    "upgrad_weights",
 ]

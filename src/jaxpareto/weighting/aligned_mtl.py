@@ -171,7 +171,9 @@ def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min")
     def init(num_tasks_: int, dtype=jnp.float32) -> AlignedMtlState:
         num_tasks_ = check_num_tasks(num_tasks_)
         if num_tasks is not None and num_tasks_ != num_tasks:
-            raise ValueError(f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}.")
+            raise ValueError(
+                f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
+            )
         return AlignedMtlState(
             weights=jnp.full((num_tasks_,), 1.0 / num_tasks_, dtype),
             rank=jnp.zeros((), jnp.int32),

@@ -10,7 +10,8 @@ carried through ``jax.lax.scan``.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp

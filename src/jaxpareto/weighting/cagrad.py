@@ -142,8 +142,13 @@ def _cagrad(gram, options) -> CagradResult:
     if m == 1:
         w1, finite1 = single_task(gram, dtype)
         obj = jnp.where(finite1, gram[0, 0].astype(dtype), 0)
-        return CagradResult(w1.astype(out_dtype), w1.astype(out_dtype), obj.astype(out_dtype),
-                            jnp.asarray(False), ~finite1)
+        return CagradResult(
+            w1.astype(out_dtype),
+            w1.astype(out_dtype),
+            obj.astype(out_dtype),
+            jnp.asarray(False),
+            ~finite1,
+        )
     cm = gram.astype(dtype)
     cm = 0.5 * (cm + cm.T)
     finite = jnp.all(jnp.isfinite(cm))
@@ -183,8 +188,9 @@ def _cagrad(gram, options) -> CagradResult:
     # touches 0 (e.g. c = 1 with collinear opposed gradients) every root of ψ gives
     # d* = g_0 − g_0, a cancellation left as rounding noise magnified by λ.
     d_norm = jnp.sqrt(jnp.maximum(weights @ cs @ weights, 0))
-    stationary = active & ((gw_norm < norm_eps * (w @ norms))
-                           | (d_norm < norm_eps * (jnp.abs(weights) @ norms)))
+    stationary = active & (
+        (gw_norm < norm_eps * (w @ norms)) | (d_norm < norm_eps * (jnp.abs(weights) @ norms))
+    )
     weights = jnp.where(stationary, 0, weights)
     # At a stationary point the zero update attains the optimal value F* = F(0) = 0.
     objective = jnp.where(active, w @ cs @ mean + rho * gw_norm, mean @ cs @ mean) * scale

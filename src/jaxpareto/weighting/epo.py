@@ -77,10 +77,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, check_num_tasks, factory_preference
+from jaxpareto.weighting.base import Weighting, check_num_tasks, factory_preference, full_precision
 from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
-from jaxpareto.weighting.base import full_precision
 
 _ADJUSTMENTS = ("paper", "reference")
 _DESCENTS = ("relaxed", "restricted")
@@ -228,8 +227,10 @@ def epo_weights(
     # pure rounding (|δa_j| ≈ r_j ε (1 + |log m l̂_j| + μ)), and the LP is scale-free per
     # row: a noise row βᵀ(Ca) ≥ 0 (restricted descent) would otherwise be a real,
     # arbitrary constraint, and noise would decide membership of J.
-    noise = 16 * jnp.finfo(dtype).eps * (
-        jnp.abs(cn) @ (jnp.abs(a) + r_adj * (1 + jnp.abs(log_ml) + mu))
+    noise = (
+        16
+        * jnp.finfo(dtype).eps
+        * (jnp.abs(cn) @ (jnp.abs(a) + r_adj * (1 + jnp.abs(log_ml) + mu)))
     )
     zeroed = jnp.abs(ca) <= noise
     ca = jnp.where(zeroed, 0, ca)
@@ -261,7 +262,8 @@ def epo_weights(
 
     if differentiable:
         frozen = jax.tree_util.tree_map(
-            sg, _Frozen(zeroed, balance, in_j, j_star, scale, a_ub, b_ub, mask))
+            sg, _Frozen(zeroed, balance, in_j, j_star, scale, a_ub, b_ub, mask)
+        )
         diff = _implicit_weights(weights, inputs, frozen, adjustment, descent)
         weights = jnp.where(use_fallback, weights, diff)
     objective = jnp.where(gram_ok, scale * jnp.dot(objective_vec, weights), 0)
@@ -344,8 +346,12 @@ def _implicit_weights(weights, inputs, frozen: _Frozen, adjustment, descent):
     support = weights > tol
     frozen = frozen._replace(scale=jnp.where(frozen.scale > 0, frozen.scale, 1))
     params = tuple(x for x in inputs)
-    return attach(functools.partial(_vertex_rows, (adjustment, descent)), params,
-                  (frozen, support, tight, row_scale), weights)
+    return attach(
+        functools.partial(_vertex_rows, (adjustment, descent)),
+        params,
+        (frozen, support, tight, row_scale),
+        weights,
+    )
 
 
 class EpoState(NamedTuple):
@@ -425,8 +431,13 @@ def epo(
         if preference is None:
             preference = default if default is not None else jnp.ones((m,), jnp.result_type(gram))
         res = epo_weights(
-            gram, losses, preference,
-            eps=eps, adjustment=adjustment, descent=descent, fallback=fallback,
+            gram,
+            losses,
+            preference,
+            eps=eps,
+            adjustment=adjustment,
+            descent=descent,
+            fallback=fallback,
         )
         dtype = state.weights.dtype
         weights = res.weights.astype(dtype)

@@ -44,7 +44,13 @@ from jaxpareto._validate import check_float, is_concrete
 from jaxpareto.metrics import hypervolume
 from jaxpareto.weighting.base import Weighting, full_precision
 
-__all__ = ["HvGradientResult", "HvGradientState", "hv_gradient", "hv_gradient_weights", "front_ranks"]
+__all__ = [
+    "HvGradientResult",
+    "HvGradientState",
+    "hv_gradient",
+    "hv_gradient_weights",
+    "front_ranks",
+]
 
 NORMALIZATIONS = ("l1", "l2", "none")
 
@@ -84,7 +90,9 @@ def _check_losses_reference(losses, reference):
     m = losses.shape[1]
     reference = check_float(reference, "reference")
     if reference.shape != (m,):
-        raise ValueError(f"`reference` must have shape ({m},) to match `losses` {losses.shape}, got {reference.shape}.")
+        raise ValueError(
+            f"`reference` must have shape ({m},) to match `losses` {losses.shape}, got {reference.shape}."
+        )
     if is_concrete(reference) and not np.all(np.isfinite(np.asarray(reference))):
         raise ValueError("`reference` must be finite.")
     return losses, reference.astype(losses.dtype)
@@ -205,11 +213,19 @@ def hv_gradient(
     """
     reference = check_float(reference, "reference")
     if reference.ndim != 1 or reference.shape[0] < 1:
-        raise ValueError(f"`reference` must be a vector [m] with m >= 1, got shape {reference.shape}.")
+        raise ValueError(
+            f"`reference` must be a vector [m] with m >= 1, got shape {reference.shape}."
+        )
     normalization = _check_normalization(normalization)
     m = reference.shape[0]
-    if axis_name is None and num_solutions is not None and (
-        isinstance(num_solutions, bool) or not isinstance(num_solutions, int) or num_solutions < 1
+    if (
+        axis_name is None
+        and num_solutions is not None
+        and (
+            isinstance(num_solutions, bool)
+            or not isinstance(num_solutions, int)
+            or num_solutions < 1
+        )
     ):
         raise ValueError(f"`num_solutions` must be an int >= 1, got {num_solutions!r}.")
 
@@ -236,15 +252,23 @@ def hv_gradient(
             raise ValueError("`losses` is required by the hv_gradient weighting.")
         losses = check_float(losses, "losses")
         if axis_name is None:
-            res = hv_gradient_weights(losses, reference, normalization=normalization, layered=layered)
+            res = hv_gradient_weights(
+                losses, reference, normalization=normalization, layered=layered
+            )
             weights = res.weights.astype(state.weights.dtype)
-            return weights, HvGradientState(weights, res.hypervolume.astype(state.hypervolume.dtype), res.active)
+            return weights, HvGradientState(
+                weights, res.hypervolume.astype(state.hypervolume.dtype), res.active
+            )
         if losses.shape != (m,):
-            raise ValueError(f"`losses` must have shape ({m},) per model under axis {axis_name!r}, got {losses.shape}.")
+            raise ValueError(
+                f"`losses` must have shape ({m},) per model under axis {axis_name!r}, got {losses.shape}."
+            )
         everyone = jax.lax.all_gather(losses, axis_name)
         me = jax.lax.axis_index(axis_name)
         res = hv_gradient_weights(everyone, reference, normalization=normalization, layered=layered)
         weights = res.weights[me].astype(state.weights.dtype)
-        return weights, HvGradientState(weights, res.hypervolume.astype(state.hypervolume.dtype), res.active[me])
+        return weights, HvGradientState(
+            weights, res.hypervolume.astype(state.hypervolume.dtype), res.active[me]
+        )
 
     return Weighting(init, update, m)

@@ -111,8 +111,9 @@ def _imtl_g(gram) -> ImtlResult:
         w1, finite1 = single_task(gram, dtype)
         usable1 = finite1 & (gram[0, 0] > 0)
         proj = jnp.sqrt(jnp.where(usable1, gram[0, 0], 0).astype(dtype))
-        return ImtlResult(w1.astype(out_dtype), usable1.astype(jnp.int32),
-                          proj.astype(out_dtype), ~finite1)
+        return ImtlResult(
+            w1.astype(out_dtype), usable1.astype(jnp.int32), proj.astype(out_dtype), ~finite1
+        )
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
     finite = jnp.all(jnp.isfinite(c))
@@ -137,8 +138,9 @@ def _imtl_g(gram) -> ImtlResult:
     # definition, C⁺n in C's own metric (TorchJD), which the scaling would change.
     eps = jnp.finfo(dtype).eps
     consistent = jnp.max(jnp.abs(k @ z - ones)) <= 64 * m * eps * (1 + jnp.max(jnp.abs(z)))
-    v = jax.lax.cond(consistent, lambda: z / n,
-                     lambda: _pinv_apply(c, jnp.sqrt(jnp.maximum(diag, 0)))[0])
+    v = jax.lax.cond(
+        consistent, lambda: z / n, lambda: _pinv_apply(c, jnp.sqrt(jnp.maximum(diag, 0)))[0]
+    )
     total = jnp.sum(v)
     ok = usable & jnp.all(jnp.isfinite(v)) & (jnp.abs(total) > 8 * m * eps * jnp.sum(jnp.abs(v)))
     weights = jnp.where(ok, v / jnp.where(ok, total, 1), 0)

@@ -276,8 +276,12 @@ def linprog_simplex(
         )
         phase = jnp.where(has_candidate, s.phase, 2)
         return _Loop(
-            basis, inv, phase.astype(jnp.int32), status.astype(jnp.int32),
-            s.pivots + pivot.astype(jnp.int32), stalls.astype(jnp.int32),
+            basis,
+            inv,
+            phase.astype(jnp.int32),
+            status.astype(jnp.int32),
+            s.pivots + pivot.astype(jnp.int32),
+            stalls.astype(jnp.int32),
         )
 
     def cond(s: _Loop):

@@ -117,8 +117,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, check_state_matches
-from jaxpareto.weighting.base import full_precision
+from jaxpareto.weighting.base import Weighting, check_state_matches, full_precision
 from jaxpareto.weighting.implicit import attach
 
 __all__ = ["MinNormResult", "MgdaState", "kkt_residual", "min_norm_weights", "mgda"]
@@ -310,8 +309,9 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float):
     k0 = jnp.argmin(jnp.diagonal(gram))  # start at the shortest gradient
     x0 = jax.nn.one_hot(k0, m, dtype=dtype)
     false = jnp.asarray(False)
-    carry0 = _ActiveSetCarry(x0, x0 > 0, jnp.zeros((m,), bool), jnp.zeros((), jnp.int32),
-                             false, false)
+    carry0 = _ActiveSetCarry(
+        x0, x0 > 0, jnp.zeros((m,), bool), jnp.zeros((), jnp.int32), false, false
+    )
 
     def cond(c):
         return ~c.optimal & ~c.stalled & (c.it < max_iter)
@@ -472,8 +472,9 @@ def _reference_solver(gram: jax.Array, method: str, max_iter: int, tol: float):
         # On the stop test the reference returns the *old* iterate.
         return _RefCarry(jnp.where(small, c.x, new), c.it + 1, small)
 
-    out = jax.lax.while_loop(cond, body, _RefCarry(x0, jnp.zeros((), jnp.int32),
-                                                     jnp.asarray(False)))
+    out = jax.lax.while_loop(
+        cond, body, _RefCarry(x0, jnp.zeros((), jnp.int32), jnp.asarray(False))
+    )
     return out.x, out.it, out.done
 
 
@@ -588,9 +589,14 @@ def min_norm_weights(
     # The solve itself is not differentiated (a while_loop has no reverse-mode rule):
     # by default the weights are constants (MGDA treats them so) and jax.grad gives zero
     # cotangents; with differentiable=True the implicit derivative is attached.
-    res = _solve(jax.lax.stop_gradient(gram),
-                 None if losses is None else jax.lax.stop_gradient(losses),
-                 method, normalization, max_iter, tol)
+    res = _solve(
+        jax.lax.stop_gradient(gram),
+        None if losses is None else jax.lax.stop_gradient(losses),
+        method,
+        normalization,
+        max_iter,
+        tol,
+    )
     if differentiable:
         res = res._replace(weights=_implicit_weights(res, gram, losses, normalization))
     return res
@@ -626,8 +632,12 @@ def _implicit_weights(res: MinNormResult, gram, losses, normalization) -> jax.Ar
     scale = jnp.where(usable, scale, 1)
     beta = w.astype(dtype)
     t = beta @ jnp.where(usable, c, 0) @ beta / scale
-    z = attach(functools.partial(_kkt_rows, normalization), (gram, losses),
-               (beta > 0, scale), jnp.concatenate([beta, t[None]]))
+    z = attach(
+        functools.partial(_kkt_rows, normalization),
+        (gram, losses),
+        (beta > 0, scale),
+        jnp.concatenate([beta, t[None]]),
+    )
     return jnp.where(usable, z[: w.shape[0]].astype(w.dtype), sg(w))
 
 
@@ -767,8 +777,12 @@ def mgda(
         gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = min_norm_weights(
-            gram, method=method, normalization=normalization, losses=losses,
-            max_iter=max_iter, tol=tol,
+            gram,
+            method=method,
+            normalization=normalization,
+            losses=losses,
+            max_iter=max_iter,
+            tol=tol,
         )
         dtype = state.weights.dtype
         weights = res.weights.astype(dtype)

@@ -139,7 +139,9 @@ def _newton(c: jax.Array, alpha0: jax.Array, max_iter: jax.Array, tol: float):
         new = jnp.where(new > 0, new, a * 0.5)
         return _Carry(new, k.it + 1, dec * dec <= tol)
 
-    out = jax.lax.while_loop(cond, body, _Carry(alpha0, jnp.zeros((), jnp.int32), jnp.asarray(False)))
+    out = jax.lax.while_loop(
+        cond, body, _Carry(alpha0, jnp.zeros((), jnp.int32), jnp.asarray(False))
+    )
     return out.alpha, out.it
 
 
@@ -150,8 +152,9 @@ def _single(gram, max_norm, dtype, out_dtype) -> NashMtlResult:
     clipped = finite & (norm > max_norm)
     w = jnp.where(clipped, w * (max_norm / jnp.where(clipped, norm, 1)), w)
     zero = jnp.zeros((), out_dtype)
-    return NashMtlResult(w.astype(out_dtype), zero, jnp.zeros((), jnp.int32), finite,
-                         clipped, ~finite)
+    return NashMtlResult(
+        w.astype(out_dtype), zero, jnp.zeros((), jnp.int32), finite, clipped, ~finite
+    )
 
 
 @full_precision
@@ -249,7 +252,9 @@ class NashMtlState(NamedTuple):
     degenerate: jax.Array
 
 
-def nash_mtl(*, max_iter: int = 20, max_norm: float | None = None, warm_start: bool = True) -> Weighting:
+def nash_mtl(
+    *, max_iter: int = 20, max_norm: float | None = None, warm_start: bool = True
+) -> Weighting:
     """Nash-MTL as a weighting (see :func:`nash_mtl_weights`).
 
     ``update(gram, state, *, losses=None, preference=None)``; with ``warm_start`` the
@@ -275,13 +280,18 @@ def nash_mtl(*, max_iter: int = 20, max_norm: float | None = None, warm_start: b
         gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         res = nash_mtl_weights(
-            gram, max_iter=max_iter, max_norm=max_norm,
+            gram,
+            max_iter=max_iter,
+            max_norm=max_norm,
             init=state.weights.astype(jnp.result_type(gram)) if warm_start else None,
         )
         weights = res.weights.astype(state.weights.dtype)
         return weights, NashMtlState(
-            weights, res.residual.astype(state.residual.dtype), res.iterations,
-            res.converged, res.degenerate,
+            weights,
+            res.residual.astype(state.residual.dtype),
+            res.iterations,
+            res.converged,
+            res.degenerate,
         )
 
     return Weighting(init, update)

@@ -91,7 +91,9 @@ def _check_orders(orders, m: int) -> jax.Array:
     if not jnp.issubdtype(orders.dtype, jnp.integer):
         raise TypeError(f"`orders` must be an integer array, got dtype {orders.dtype}.")
     if orders.shape != (m, m):
-        raise ValueError(f"`orders` must have shape ({m}, {m}) (one permutation per task), got {orders.shape}.")
+        raise ValueError(
+            f"`orders` must have shape ({m}, {m}) (one permutation per task), got {orders.shape}."
+        )
     if is_concrete(orders):
         o = np.sort(np.asarray(orders), axis=1)
         if not np.array_equal(o, np.broadcast_to(np.arange(m), (m, m))):
@@ -208,7 +210,9 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
       (``losses`` and ``preference`` are ignored).
     """
     reduction = _check_reduction(reduction)
-    if isinstance(seed, (bool, float)) or not (isinstance(seed, (int, np.integer)) or hasattr(seed, "shape")):
+    if isinstance(seed, (bool, float)) or not (
+        isinstance(seed, (int, np.integer)) or hasattr(seed, "shape")
+    ):
         raise TypeError(f"`seed` must be an int or a PRNG key, got {type(seed).__name__}.")
     default_key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed
 

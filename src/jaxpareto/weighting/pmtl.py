@@ -41,8 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, single_task
-from jaxpareto.weighting.base import full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, single_task
 
 INIT, MAIN = 0, 1
 
@@ -80,7 +79,11 @@ def _check_preferences(preferences, index):
         )
     if is_concrete(index):
         idx = np.asarray(index)
-        if idx.shape != () or not np.issubdtype(idx.dtype, np.integer) or not 0 <= idx < preferences.shape[0]:
+        if (
+            idx.shape != ()
+            or not np.issubdtype(idx.dtype, np.integer)
+            or not 0 <= idx < preferences.shape[0]
+        ):
             raise ValueError(
                 f"`index` must be an int in [0, {preferences.shape[0]}), got {index!r}."
             )
@@ -138,11 +141,16 @@ def pmtl_weights(
         # space; the weight is 1 (the update is the gradient).
         ones, finite = single_task(gram, dtype)
         k = preferences.shape[0]
-        return PmtlResult(ones, jnp.zeros((k,), bool), jnp.asarray(True),
-                          jnp.where(finite, gram[0, 0], 0), ~finite)
+        return PmtlResult(
+            ones,
+            jnp.zeros((k,), bool),
+            jnp.asarray(True),
+            jnp.where(finite, gram[0, 0], 0),
+            ~finite,
+        )
     u = _unit_rows(preferences.astype(dtype))
-    w = u - u[index]                                   # [K, m]; row k is zero
-    g_val = w @ losses                                 # G_j, eq. 7
+    w = u - u[index]  # [K, m]; row k is zero
+    g_val = w @ losses  # G_j, eq. 7
     feasible = jnp.all(g_val <= 0)
 
     # Initialisation (eq. 9): constraints with G_j >= 0 (row k itself never counts:
@@ -166,14 +174,16 @@ def pmtl_weights(
     vec_gram = rows @ gram @ rows.T
     vec_gram = 0.5 * (vec_gram + vec_gram.T)
     sol = min_norm_weights(vec_gram, method=method)
-    alpha = rows.T @ sol.weights                        # eq. 18
+    alpha = rows.T @ sol.weights  # eq. 18
     norm1 = jnp.sum(jnp.abs(alpha))
     tiny = jnp.finfo(dtype).tiny
     replaced = ~(norm1 > tiny) | ~jnp.all(jnp.isfinite(alpha))
     # A zero or non-finite Gramian makes every multiplier optimal: the weights are
     # finite but arbitrary (the direction is zero), so it is flagged too.
     degenerate = replaced | sol.degenerate
-    alpha = jnp.where(replaced, jnp.full((m,), 1.0 / m, dtype), alpha / jnp.where(replaced, 1, norm1))
+    alpha = jnp.where(
+        replaced, jnp.full((m,), 1.0 / m, dtype), alpha / jnp.where(replaced, 1, norm1)
+    )
     # In the initialisation with nothing active the point is already feasible: the
     # caller switches to the main phase; the weights are the main-phase ones then.
     return PmtlResult(alpha, active, feasible, sol.objective, degenerate)

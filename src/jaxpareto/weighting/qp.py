@@ -74,8 +74,14 @@ from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import INFEASIBLE, MAX_ITER, NUMERICAL_ERROR, OPTIMAL
 
 __all__ = [
-    "QPResult", "solve_qp", "project_dual_cone", "qp_kkt_residual",
-    "OPTIMAL", "INFEASIBLE", "MAX_ITER", "NUMERICAL_ERROR",
+    "QPResult",
+    "solve_qp",
+    "project_dual_cone",
+    "qp_kkt_residual",
+    "OPTIMAL",
+    "INFEASIBLE",
+    "MAX_ITER",
+    "NUMERICAL_ERROR",
 ]
 
 
@@ -134,11 +140,15 @@ def _check_bound(bound, m, name, dtype, fill):
 def _check_options(max_iter, tol, polish_iter):
     for name, val in (("max_iter", max_iter), ("polish_iter", polish_iter)):
         if val is not None and (
-            isinstance(val, bool) or not isinstance(val, numbers.Integral) or val < 0
+            isinstance(val, bool)
+            or not isinstance(val, numbers.Integral)
+            or val < 0
             or (name == "max_iter" and val < 1)
         ):
-            raise ValueError(f"`{name}` must be a static int (>= 1 for max_iter, >= 0 for "
-                             f"polish_iter), got {val!r}.")
+            raise ValueError(
+                f"`{name}` must be a static int (>= 1 for max_iter, >= 0 for "
+                f"polish_iter), got {val!r}."
+            )
     if tol is not None and (
         isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < float("inf")
     ):
@@ -167,9 +177,11 @@ def _validate(quad, linear, lower, upper, total):
             raise ValueError("`lower` must be < +inf and `upper` > -inf.")
     if total is not None:
         t = jnp.asarray(total)
-        if t.ndim != 0 or not (
-            jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer)
-        ) or jnp.issubdtype(t.dtype, jnp.bool_):
+        if (
+            t.ndim != 0
+            or not (jnp.issubdtype(t.dtype, jnp.floating) or jnp.issubdtype(t.dtype, jnp.integer))
+            or jnp.issubdtype(t.dtype, jnp.bool_)
+        ):
             raise TypeError(f"`total` must be a real scalar or None, got {total!r}.")
         if is_concrete(t) and not np.isfinite(float(t)):
             raise ValueError(f"`total` must be finite, got {total!r}.")
@@ -199,10 +211,12 @@ def _kkt(qs, cs, x, y, lo, hi, hl, hu, b, has_eq):
     l0 = jnp.where(hl, lo, 0)
     u0 = jnp.where(hu, hi, 0)
     xs = jnp.maximum(1, jnp.max(jnp.abs(x)))
-    dual = jnp.where(hl & hu, 0, jnp.where(hl, jnp.maximum(-g, 0),
-                                           jnp.where(hu, jnp.maximum(g, 0), jnp.abs(g))))
-    comp = (jnp.where(hl, jnp.maximum(g, 0) * jnp.abs(x - l0), 0)
-            + jnp.where(hu, jnp.maximum(-g, 0) * jnp.abs(u0 - x), 0))
+    dual = jnp.where(
+        hl & hu, 0, jnp.where(hl, jnp.maximum(-g, 0), jnp.where(hu, jnp.maximum(g, 0), jnp.abs(g)))
+    )
+    comp = jnp.where(hl, jnp.maximum(g, 0) * jnp.abs(x - l0), 0) + jnp.where(
+        hu, jnp.maximum(-g, 0) * jnp.abs(u0 - x), 0
+    )
     primal = jnp.maximum(jnp.max(jnp.where(hl, l0 - x, 0)), jnp.max(jnp.where(hu, x - u0, 0)))
     primal = jnp.maximum(primal, 0)
     if has_eq:
@@ -238,8 +252,15 @@ def _interior_point(qs, cs, lo, hi, hl, hu, b, has_eq, max_iter, tol):
         simplex_like = jnp.all(hl) & ~jnp.any(hu) & (slack > 0)
         x0 = jnp.where(simplex_like, l0 + slack / m, x0)
     one = jnp.ones((m,), dtype)
-    carry0 = _IpmCarry(x0, jnp.where(hl, one, 0), jnp.where(hu, one, 0), jnp.zeros((), dtype),
-                       jnp.zeros((), jnp.int32), jnp.asarray(False), jnp.asarray(False))
+    carry0 = _IpmCarry(
+        x0,
+        jnp.where(hl, one, 0),
+        jnp.where(hu, one, 0),
+        jnp.zeros((), dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.asarray(False),
+        jnp.asarray(False),
+    )
 
     def max_step(v, dv, mask):
         ratio = jnp.where(mask & (dv < 0), -v / jnp.where(dv < 0, dv, -1), jnp.inf)
@@ -282,8 +303,10 @@ def _interior_point(qs, cs, lo, hi, hl, hu, b, has_eq, max_iter, tol):
         te = sol[:, 1]
         dxa, _, dzla, dzua = newton(sol[:, 0], te, cla, cua)
         aa = step_len(dxa, dzla, dzua)
-        mu_aff = (jnp.sum(jnp.where(hl, (sl + aa * dxa) * (c.zl + aa * dzla), 0))
-                  + jnp.sum(jnp.where(hu, (su - aa * dxa) * (c.zu + aa * dzua), 0))) / nb
+        mu_aff = (
+            jnp.sum(jnp.where(hl, (sl + aa * dxa) * (c.zl + aa * dzla), 0))
+            + jnp.sum(jnp.where(hu, (su - aa * dxa) * (c.zu + aa * dzua), 0))
+        ) / nb
         sigma = jnp.clip(jnp.where(mu > 0, mu_aff / jnp.where(mu > 0, mu, 1), 0) ** 3, 0, 1)
         # Corrector: centring plus the second-order term of the complementarity products.
         cl = jnp.where(hl, sigma * mu - sl * c.zl - dxa * dzla, 0)
@@ -295,8 +318,12 @@ def _interior_point(qs, cs, lo, hi, hl, hu, b, has_eq, max_iter, tol):
         zl = c.zl + alpha * dzl
         zu = c.zu + alpha * dzu
         y = c.y + alpha * dy
-        finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(zl)) & jnp.all(
-            jnp.isfinite(zu)) & jnp.isfinite(y)
+        finite = (
+            jnp.all(jnp.isfinite(x))
+            & jnp.all(jnp.isfinite(zl))
+            & jnp.all(jnp.isfinite(zu))
+            & jnp.isfinite(y)
+        )
         # Convergence of the new point: residuals and complementarity at noise level.
         sl_n = jnp.where(hl, x - l0, 1)
         su_n = jnp.where(hu, u0 - x, 1)
@@ -305,8 +332,15 @@ def _interior_point(qs, cs, lo, hi, hl, hu, b, has_eq, max_iter, tol):
         mu_n = (jnp.sum(jnp.where(hl, sl_n * zl, 0)) + jnp.sum(jnp.where(hu, su_n * zu, 0))) / nb
         small = (jnp.max(jnp.abs(rd_n)) <= tol) & (re_n <= tol) & (mu_n <= tol * tol)
         keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        return _IpmCarry(keep(x, c.x), keep(zl, c.zl), keep(zu, c.zu), keep(y, c.y),
-                         c.it + 1, small | ~finite, ~finite)
+        return _IpmCarry(
+            keep(x, c.x),
+            keep(zl, c.zl),
+            keep(zu, c.zu),
+            keep(y, c.y),
+            c.it + 1,
+            small | ~finite,
+            ~finite,
+        )
 
     def cond(c):
         return ~c.done & (c.it < max_iter)
@@ -373,9 +407,12 @@ def _polish(qs, cs, lo, hi, hl, hu, b, has_eq, x, y, polish_iter, tol):
         k = jnp.where(ok, kkt(x, y), jnp.inf)
         better = k < c.best_kkt
         return _PolishCarry(
-            jnp.where(ok, x, c.x), jnp.where(ok, y, c.y),
-            jnp.where(better, x, c.best_x), jnp.where(better, y, c.best_y),
-            jnp.minimum(k, c.best_kkt), c.it + 1,
+            jnp.where(ok, x, c.x),
+            jnp.where(ok, y, c.y),
+            jnp.where(better, x, c.best_x),
+            jnp.where(better, y, c.best_y),
+            jnp.minimum(k, c.best_kkt),
+            c.it + 1,
         )
 
     def cond(c):
@@ -410,11 +447,20 @@ def _core(q, c, lo, hi, b, has_eq, max_iter, tol, polish_iter):
     hl = lo > -jnp.inf
     hu = hi < jnp.inf
     finite = jnp.all(jnp.isfinite(q)) & jnp.all(jnp.isfinite(c))
-    bounds_ok = (jnp.all(~(hl & hu) | (lo <= hi)) & ~jnp.any(jnp.isnan(lo))
-                 & ~jnp.any(jnp.isnan(hi)) & ~jnp.any(lo == jnp.inf) & ~jnp.any(hi == -jnp.inf))
+    bounds_ok = (
+        jnp.all(~(hl & hu) | (lo <= hi))
+        & ~jnp.any(jnp.isnan(lo))
+        & ~jnp.any(jnp.isnan(hi))
+        & ~jnp.any(lo == jnp.inf)
+        & ~jnp.any(hi == -jnp.inf)
+    )
     if has_eq:
-        bounds_ok = bounds_ok & jnp.isfinite(b) & (jnp.sum(jnp.where(hl, lo, -jnp.inf)) <= b) & (
-            b <= jnp.sum(jnp.where(hu, hi, jnp.inf)))
+        bounds_ok = (
+            bounds_ok
+            & jnp.isfinite(b)
+            & (jnp.sum(jnp.where(hl, lo, -jnp.inf)) <= b)
+            & (b <= jnp.sum(jnp.where(hu, hi, jnp.inf)))
+        )
     scale = jnp.maximum(jnp.max(jnp.abs(jnp.diagonal(q))), jnp.max(jnp.abs(c)))
     zero = finite & (scale <= tiny)
     usable = finite & bounds_ok & ~zero
@@ -429,19 +475,21 @@ def _core(q, c, lo, hi, b, has_eq, max_iter, tol, polish_iter):
     b_s = jnp.where(bounds_ok, b, 1) if has_eq else b
     hl_s, hu_s = lo_s > -jnp.inf, hi_s < jnp.inf
 
-    x_ipm, y_ipm, it = _interior_point(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, max_iter,
-                                       tol)
-    x, y, kkt, pit = _polish(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, x_ipm, y_ipm,
-                             polish_iter, tol)
+    x_ipm, y_ipm, it = _interior_point(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, max_iter, tol)
+    x, y, kkt, pit = _polish(
+        qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, x_ipm, y_ipm, polish_iter, tol
+    )
 
     x_fb = _fallback_point(lo, hi, hl, hu, b, has_eq)
     x = jnp.where(usable, x, x_fb)
     y = jnp.where(usable, y, 0)
-    kkt_fb = _kkt(jnp.zeros_like(q), jnp.zeros_like(c), x_fb, jnp.zeros((), dtype), lo, hi,
-                  hl, hu, b, has_eq)
+    kkt_fb = _kkt(
+        jnp.zeros_like(q), jnp.zeros_like(c), x_fb, jnp.zeros((), dtype), lo, hi, hl, hu, b, has_eq
+    )
     kkt = jnp.where(usable, kkt, jnp.where(zero & bounds_ok, kkt_fb, jnp.inf))
     status = jnp.where(
-        ~finite, NUMERICAL_ERROR,
+        ~finite,
+        NUMERICAL_ERROR,
         jnp.where(~bounds_ok, INFEASIBLE, jnp.where(kkt <= tol, OPTIMAL, MAX_ITER)),
     ).astype(jnp.int32)
     degenerate = ~finite | ~bounds_ok | zero | not_psd
@@ -519,7 +567,8 @@ def solve_qp(
 
     sg = jax.lax.stop_gradient
     x, y, s, it, pit, status, kkt, degenerate = _core(
-        sg(q), sg(c), sg(lo), sg(hi), sg(b), has_eq, max_iter, tol, polish_iter)
+        sg(q), sg(c), sg(lo), sg(hi), sg(b), has_eq, max_iter, tol, polish_iter
+    )
 
     # Duals from the final gradient (scaled back to the problem's units).
     qsym = 0.5 * (sg(q) + sg(q).T)
@@ -533,8 +582,7 @@ def solve_qp(
     act_l = hl & (g_s > jnp.where(hl, x - jnp.where(hl, sg(lo), 0), 0))
     act_u = hu & (-g_s > jnp.where(hu, jnp.where(hu, sg(hi), 0) - x, 0)) & ~act_l
     z = jnp.concatenate([x, y[None]]) if has_eq else x
-    z = attach(functools.partial(_residual, has_eq), (q, c, lo, hi, b),
-               (act_l, act_u, sg(s)), z)
+    z = attach(functools.partial(_residual, has_eq), (q, c, lo, hi, b), (act_l, act_u, sg(s)), z)
     x_d = jnp.where(status == OPTIMAL, z[:m], sg(z[:m]))
     objective = 0.5 * x_d @ (0.5 * (q + q.T)) @ x_d + c @ x_d
     return QPResult(
@@ -573,13 +621,24 @@ def qp_kkt_residual(
     q = quad.astype(dtype)
     q = 0.5 * (q + q.T)
     c = linear.astype(dtype)
-    s = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(jnp.diagonal(q))), jnp.max(jnp.abs(c))),
-                    jnp.finfo(dtype).tiny)
+    s = jnp.maximum(
+        jnp.maximum(jnp.max(jnp.abs(jnp.diagonal(q))), jnp.max(jnp.abs(c))), jnp.finfo(dtype).tiny
+    )
     has_eq = total is not None
     b = total.astype(dtype) if has_eq else jnp.zeros((), dtype)
     lo, hi = lower.astype(dtype), upper.astype(dtype)
-    return _kkt(q / s, c / s, jnp.asarray(x, dtype), jnp.asarray(dual_eq, dtype) / s, lo, hi,
-                lo > -jnp.inf, hi < jnp.inf, b, has_eq)
+    return _kkt(
+        q / s,
+        c / s,
+        jnp.asarray(x, dtype),
+        jnp.asarray(dual_eq, dtype) / s,
+        lo,
+        hi,
+        lo > -jnp.inf,
+        hi < jnp.inf,
+        b,
+        has_eq,
+    )
 
 
 def project_dual_cone(

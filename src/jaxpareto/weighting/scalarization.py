@@ -196,7 +196,9 @@ def smooth_chebyshev_weights(
     if losses.ndim != 1:
         raise ValueError(f"`losses` must be a vector [m], got shape {losses.shape}.")
     if preference is None:
-        preference = jnp.ones(losses.shape, losses.dtype if jnp.issubdtype(losses.dtype, jnp.floating) else float)
+        preference = jnp.ones(
+            losses.shape, losses.dtype if jnp.issubdtype(losses.dtype, jnp.floating) else float
+        )
     if smoothing is None or not smoothing > 0:
         raise ValueError(f"`smoothing` must be a positive float, got {smoothing!r}.")
     return chebyshev_weights(losses, preference, ideal, smoothing=smoothing)

@@ -61,7 +61,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, check_state_matches, factory_preference
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_state_matches,
+    factory_preference,
+    full_precision,
+)
 from jaxpareto.weighting.qp import solve_qp
 
 __all__ = ["UPGradResult", "UPGradState", "upgrad", "upgrad_weights"]
@@ -89,8 +94,10 @@ class UPGradResult(NamedTuple):
 
 
 def _check_reg(reg_eps) -> float:
-    if isinstance(reg_eps, bool) or not isinstance(reg_eps, numbers.Real) or not (
-        0 <= reg_eps < float("inf")
+    if (
+        isinstance(reg_eps, bool)
+        or not isinstance(reg_eps, numbers.Real)
+        or not (0 <= reg_eps < float("inf"))
     ):
         raise ValueError(f"`reg_eps` must be a finite float >= 0, got {reg_eps!r}.")
     return float(reg_eps)
@@ -217,12 +224,16 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
     num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> UPGradState:
-        if (isinstance(num_tasks_, bool) or not isinstance(num_tasks_, numbers.Integral)
-                or num_tasks_ < 1):
+        if (
+            isinstance(num_tasks_, bool)
+            or not isinstance(num_tasks_, numbers.Integral)
+            or num_tasks_ < 1
+        ):
             raise ValueError(f"`num_tasks` must be an int >= 1, got {num_tasks_!r}.")
         if num_tasks is not None and num_tasks_ != num_tasks:
             raise ValueError(
-                f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}.")
+                f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
+            )
         n = int(num_tasks_)
         return UPGradState(
             weights=jnp.full((n,), 1.0 / n, dtype),
