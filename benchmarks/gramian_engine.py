@@ -185,10 +185,10 @@ def main(argv=None):
         speed = ratio(t["jacobian"], t["engine"])
         print(f"{name:18} {m:>4} {row['num_params']:>9} | {plan:>30} | {times:>28} | "
               f"{'–' if speed is None else f'{speed:.2f}×':>6} | {row['gram_rel_err']:.1e}")
+    suffix = ("_quick" if args.quick else "") + ("_memory" if args.memory_only else "")
     if args.problems:
-        print("subset run: no JSON written")
-        return
-    path = write("gramian_engine" + ("_quick" if args.quick else ""),
+        suffix += "_" + "_".join(sorted(args.problems))
+    path = write("gramian_engine" + suffix,
                  {"quick": args.quick, "memory_only": args.memory_only, "repeats": repeats,
                   "cores": cores, "results": results})
     print(f"wrote {path}")

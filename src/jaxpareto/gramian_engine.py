@@ -47,7 +47,14 @@ How this module does it (:func:`gramian_vjp`):
 The update is ``vjp(w) = ∇_θ Σ_i w_i l_i``: the VJP of the same forward pass, taken once
 with the weights as cotangent. Memory is that of the summed-loss step plus the ``m``
 per-task cotangents of the recognised layer outputs (and the rows of the fallback
-parameters), never the ``m × n`` Jacobian.
+parameters), never the ``m × n`` Jacobian; a layer followed by its bias (or by a
+residual ``add``) keeps one copy of those cotangents, not one per op.
+
+When it pays off: when ``m × n`` (the Jacobian) is much larger than ``m ×`` the
+activations of one batch, i.e. wide dense layers on moderate batches, many tasks, or
+per-example losses. For small convnets on large batches (activations ≫ parameters) the
+Jacobian path is leaner. Call it under ``jax.jit``: an eager call traces ``fun`` and
+compiles its backward pass every time.
 """
 
 from __future__ import annotations
