@@ -29,7 +29,10 @@ $(VENV)/.bench-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench,dev]"
 	touch $@
 
+# Static checks first (seconds): ruff lint and format on the library, then the suite.
 test: $(VENV)/.dev-installed
+	$(PY) -m ruff check src
+	$(PY) -m ruff format --check src
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed

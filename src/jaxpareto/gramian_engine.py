@@ -61,7 +61,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,14 +76,26 @@ from jaxpareto.transforms import AggregateState, task_losses
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 # Views: one operand, linear, read no other value. Followed to the real use.
-_VIEWS = frozenset({"transpose", "reshape", "squeeze", "expand_dims", "broadcast_in_dim",
-                    "convert_element_type", "copy", "copy_p", "reduce_precision"})
+_VIEWS = frozenset(
+    {
+        "transpose",
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "broadcast_in_dim",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "reduce_precision",
+    }
+)
 # Views that preserve inner products (a permutation of the entries), so a block of the
 # Gramian computed at the view's output is the block of the parameter itself.
 _ISOMETRIES = frozenset({"transpose", "reshape", "squeeze", "expand_dims", "copy", "copy_p"})
 # Recognised uses: the block comes from the operands and the output cotangent.
-_USES = frozenset({"dot_general", "conv_general_dilated", "mul", "add", "add_any", "sub",
-                   "neg", "gather"})
+_USES = frozenset(
+    {"dot_general", "conv_general_dilated", "mul", "add", "add_any", "sub", "neg", "gather"}
+)
 # Calls inlined before the analysis (jnp's own jit-compiled helpers, e.g. jnp.take).
 _INLINED = frozenset({"jit", "pjit", "closed_call", "core_call"})
 
@@ -240,8 +253,11 @@ def _cotangent_sites(program: _Program, terminals) -> dict[int, tuple[int, float
             nxt, pos = nexts[0]
             eqn = program.ops[nxt].eqn
             name = eqn.primitive.name
-            if (name not in ("add", "add_any", "sub") or eqn.outvars[0].aval.shape != aval.shape
-                    or eqn.outvars[0].aval.dtype != aval.dtype):
+            if (
+                name not in ("add", "add_any", "sub")
+                or eqn.outvars[0].aval.shape != aval.shape
+                or eqn.outvars[0].aval.dtype != aval.dtype
+            ):
                 break
             if name == "sub" and pos == 1:
                 sign = -sign
@@ -311,8 +327,9 @@ def _weight_rows(fn, p, ybar) -> jax.Array:
     return jax.vmap(lambda c: pullback(c)[0])(ybar)
 
 
-def dense_gram_flops(num_tasks: int, groups: int, samples: int, contracted: int,
-                     features: int) -> tuple[int, int]:
+def dense_gram_flops(
+    num_tasks: int, groups: int, samples: int, contracted: int, features: int
+) -> tuple[int, int]:
     """Multiply-adds of the two contraction orders of a dense block.
 
     For ``y[b, s, f] = Σ_c x[b, s, c] W[b, c, f]`` with ``b < groups``, ``s < samples``,
@@ -357,8 +374,8 @@ def _gram_pair(a: jax.Array, b: jax.Array) -> jax.Array:
 class _DenseLayout(NamedTuple):
     """A ``dot_general`` weight seen as ``y[b, s, f] = Σ_c x[b, s, c] W[b, c, f]``."""
 
-    x_perm: tuple       # activation axes ordered (batch, free, contracting)
-    y_perm: tuple       # output axes ordered (batch, activation free, weight free)
+    x_perm: tuple  # activation axes ordered (batch, free, contracting)
+    y_perm: tuple  # output axes ordered (batch, activation free, weight free)
     groups: int
     samples: int
     contracted: int
@@ -404,12 +421,16 @@ def _is_embedding(eqn) -> bool:
     dn = eqn.params["dimension_numbers"]
     shape = eqn.invars[0].aval.shape
     idx_shape = eqn.invars[1].aval.shape
-    return (tuple(dn.collapsed_slice_dims) == (0,) and tuple(dn.start_index_map) == (0,)
-            and tuple(getattr(dn, "operand_batching_dims", ())) == ()
-            and tuple(eqn.params["slice_sizes"]) == (1,) + tuple(shape[1:])
-            and len(idx_shape) >= 1 and idx_shape[-1] == 1
-            and tuple(dn.offset_dims) == tuple(range(len(idx_shape) - 1,
-                                                     len(idx_shape) + len(shape) - 2)))
+    return (
+        tuple(dn.collapsed_slice_dims) == (0,)
+        and tuple(dn.start_index_map) == (0,)
+        and tuple(getattr(dn, "operand_batching_dims", ())) == ()
+        and tuple(eqn.params["slice_sizes"]) == (1,) + tuple(shape[1:])
+        and len(idx_shape) >= 1
+        and idx_shape[-1] == 1
+        and tuple(dn.offset_dims)
+        == tuple(range(len(idx_shape) - 1, len(idx_shape) + len(shape) - 2))
+    )
 
 
 def _embedding_block(eqn, indices: jax.Array, ybar: jax.Array) -> jax.Array:
@@ -441,8 +462,9 @@ def _block_kind(program: _Program, uses, p_shape, m: int, order: str = "auto") -
     name = eqn.primitive.name
     if name == "dot_general" and all(_is_isometry(program.ops[k].eqn) for k in use.chain):
         lay = _dense_layout(eqn, use.pos)
-        per_sample, weight = dense_gram_flops(m, lay.groups, lay.samples, lay.contracted,
-                                              lay.features)
+        per_sample, weight = dense_gram_flops(
+            m, lay.groups, lay.samples, lay.contracted, lay.features
+        )
         if per_sample < weight or order == "per-sample":
             return "dense-per-sample"
     if name == "gather" and not use.chain and _is_embedding(eqn):
@@ -482,6 +504,7 @@ def _is_isometry(eqn) -> bool:
         src, dst = eqn.invars[0].aval.dtype, eqn.outvars[0].aval.dtype
         return jnp.issubdtype(dst, jnp.floating) and jnp.finfo(dst).bits >= jnp.finfo(src).bits
     return name in _ISOMETRIES
+
 
 # ------------------------------------------------------------------- validation
 
@@ -526,8 +549,10 @@ def _check_loss_shape(out_shape, per_example: bool) -> None:
         raise TypeError(f"`fun` must return floating losses, got dtype {out_shape.dtype}.")
     if per_example:
         if len(shape) == 0:
-            raise ValueError("`fun` returned a scalar; per-example mode needs losses shaped "
-                             "[B] or [T, B, ...] (one task per entry).")
+            raise ValueError(
+                "`fun` returned a scalar; per-example mode needs losses shaped "
+                "[B] or [T, B, ...] (one task per entry)."
+            )
     elif len(shape) != 1:
         hint = " Pass per_example=True to treat every entry as a task." if len(shape) > 1 else ""
         raise ValueError(
@@ -563,7 +588,7 @@ def _vjp_apply(treedefs, single, vjp_fn, losses_like, weights):
     grads, start = [], 0
     for tdef in treedefs:
         n = tdef.num_leaves
-        grads.append(jax.tree_util.tree_unflatten(tdef, leaf_cots[start:start + n]))
+        grads.append(jax.tree_util.tree_unflatten(tdef, leaf_cots[start : start + n]))
         start += n
     return grads[0] if single else tuple(grads)
 
@@ -575,7 +600,7 @@ class _Traced(NamedTuple):
     leaves: list
     program: _Program
     aux_tree: Any
-    uses: list       # per leaf: list of _Use, or None for a fallback leaf
+    uses: list  # per leaf: list of _Use, or None for a fallback leaf
     num_tasks: int
 
 
@@ -591,7 +616,7 @@ def _trace(fun, args, argnums, has_aux: bool, per_example: bool) -> _Traced:
     def fun_flat(*flat):
         full, start = list(args), 0
         for n, tdef in zip(nums, treedefs):
-            full[n] = jax.tree_util.tree_unflatten(tdef, flat[start:start + tdef.num_leaves])
+            full[n] = jax.tree_util.tree_unflatten(tdef, flat[start : start + tdef.num_leaves])
             start += tdef.num_leaves
         out = fun(*full)
         if has_aux:
@@ -604,8 +629,16 @@ def _trace(fun, args, argnums, has_aux: bool, per_example: bool) -> _Traced:
     _check_loss_shape(loss_shape, per_example)
     program = _flatten_program(closed)
     uses = _all_uses(program)
-    return _Traced(single, nums, treedefs, leaves, program,
-                   jax.tree_util.tree_structure(aux_shape), uses, math.prod(loss_shape.shape))
+    return _Traced(
+        single,
+        nums,
+        treedefs,
+        leaves,
+        program,
+        jax.tree_util.tree_structure(aux_shape),
+        uses,
+        math.prod(loss_shape.shape),
+    )
 
 
 def explain(
@@ -685,13 +718,22 @@ def gramian_vjp(
 
     def wrapped(*args):
         traced = _trace(fun, args, argnums, has_aux, per_example)
-        program, leaves, uses, aux_tree = traced.program, traced.leaves, traced.uses, traced.aux_tree
+        program, leaves, uses, aux_tree = (
+            traced.program,
+            traced.leaves,
+            traced.uses,
+            traced.aux_tree,
+        )
         fallback = tuple(k for k, u in enumerate(uses) if u is None)
         terminals = sorted({u.op for us in uses if us is not None for u in us})
         sites = _cotangent_sites(program, terminals)
-        perts = {site: jnp.zeros(program.ops[site].eqn.outvars[0].aval.shape,
-                                 program.ops[site].eqn.outvars[0].aval.dtype)
-                 for site, _ in sites.values()}
+        perts = {
+            site: jnp.zeros(
+                program.ops[site].eqn.outvars[0].aval.shape,
+                program.ops[site].eqn.outvars[0].aval.dtype,
+            )
+            for site, _ in sites.values()
+        }
         capture = frozenset(terminals)
 
         def forward(flat, pert):
@@ -720,8 +762,10 @@ def gramian_vjp(
             return jax.vmap(one)(basis)
 
         fallback_rows, site_cotangents = task_cotangents(vjp_leaves, basis)
-        cotangents = {k: site_cotangents[site] if sign > 0 else -site_cotangents[site]
-                      for k, (site, sign) in sites.items()}
+        cotangents = {
+            k: site_cotangents[site] if sign > 0 else -site_cotangents[site]
+            for k, (site, sign) in sites.items()
+        }
         gram = jnp.zeros((m, m), losses.dtype)
         for rows in fallback_rows:
             gram = gram + _gram_of_rows(rows).astype(losses.dtype)
@@ -757,8 +801,9 @@ def value_and_gramian(
     ``((losses, aux), gram)``). Use :func:`gramian_vjp` when the update
     ``∇ Σ w_i l_i`` is needed too: it shares the forward pass.
     """
-    engine = gramian_vjp(fun, argnums=argnums, has_aux=has_aux, per_example=per_example,
-                         order=order)
+    engine = gramian_vjp(
+        fun, argnums=argnums, has_aux=has_aux, per_example=per_example, order=order
+    )
 
     def wrapped(*args):
         out, gv = engine(*args)
@@ -816,36 +861,45 @@ def gramian_aggregate(
 
     def init(params):
         if m_static is None:
-            raise ValueError("`num_tasks` is unknown: pass it, e.g. "
-                             "jp.gramian_aggregate(w, num_tasks=3).")
+            raise ValueError(
+                "`num_tasks` is unknown: pass it, e.g. jp.gramian_aggregate(w, num_tasks=3)."
+            )
         leaves = jax.tree_util.tree_leaves(params)
         wdtype = dtype
         if wdtype is None:
             wdtype = jnp.result_type(*leaves) if leaves else jnp.float32
             wdtype = jnp.float32 if jnp.finfo(wdtype).bits < 32 else wdtype
         inner = weighting.init(m_static, wdtype)
-        return AggregateState(weights=jnp.asarray(inner.weights, wdtype), inner=inner,
-                              skipped=jnp.zeros((), jnp.int32))
+        return AggregateState(
+            weights=jnp.asarray(inner.weights, wdtype),
+            inner=inner,
+            skipped=jnp.zeros((), jnp.int32),
+        )
 
-    def update(updates, state, params=None, *, losses=None, value=None, preference=None,
-               **extra_args):
+    def update(
+        updates, state, params=None, *, losses=None, value=None, preference=None, **extra_args
+    ):
         del params, extra_args
         if not isinstance(updates, GramianVJP):
-            raise TypeError("`updates` must be the GramianVJP of jp.gramian_vjp, got "
-                            f"{type(updates).__name__}.")
+            raise TypeError(
+                f"`updates` must be the GramianVJP of jp.gramian_vjp, got {type(updates).__name__}."
+            )
         gram = updates.gram
         m = gram.shape[0]
         if state.weights.shape != (m,):
-            raise ValueError(f"`updates` has m={m} tasks but the transform was built for "
-                             f"m={state.weights.shape[0]}.")
+            raise ValueError(
+                f"`updates` has m={m} tasks but the transform was built for "
+                f"m={state.weights.shape[0]}."
+            )
         losses = task_losses(losses, value, m)
         finite = jnp.all(jnp.isfinite(gram))
         if losses is not None:
             finite &= jnp.all(jnp.isfinite(losses))
         safe_gram = jnp.where(finite, gram, jnp.eye(m, dtype=gram.dtype))
         safe_losses = None if losses is None else jnp.where(finite, losses, jnp.ones_like(losses))
-        weights, inner = weighting.update(safe_gram, state.inner, losses=safe_losses,
-                                          preference=preference)
+        weights, inner = weighting.update(
+            safe_gram, state.inner, losses=safe_losses, preference=preference
+        )
         weights = weights.astype(state.weights.dtype)
         if scale == "num_tasks":
             weights = weights * m
@@ -869,5 +923,11 @@ def gramian_aggregate(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-__all__ = ["GramianVJP", "dense_gram_flops", "explain", "gramian_aggregate", "gramian_vjp",
-           "value_and_gramian"]
+__all__ = [
+    "GramianVJP",
+    "dense_gram_flops",
+    "explain",
+    "gramian_aggregate",
+    "gramian_vjp",
+    "value_and_gramian",
+]
