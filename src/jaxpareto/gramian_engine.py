@@ -71,7 +71,7 @@ from jax.extend import core as jex_core
 
 from jaxpareto import weighting as _w
 from jaxpareto._validate import check_float
-from jaxpareto.transforms import AggregateState, task_losses
+from jaxpareto.transforms import aggregate
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -845,82 +845,16 @@ def gramian_aggregate(
     ``state.skipped``. A NaN/inf anywhere in a Jacobian row reaches the Gramian's
     diagonal, so guarding the Gramian guards the Jacobian the engine never builds.
     """
-    if nonfinite not in ("zero", "nan"):
-        raise ValueError(f"`nonfinite` must be 'zero' or 'nan', got {nonfinite!r}.")
-    if isinstance(scale, str):
-        if scale not in ("unit", "num_tasks"):
-            raise ValueError(f"`scale` must be 'unit', 'num_tasks' or a float, got {scale!r}.")
-    elif not (isinstance(scale, (int, float)) and scale > 0):
-        raise ValueError(f"`scale` must be 'unit', 'num_tasks' or a positive float, got {scale!r}.")
-    fixed = weighting.num_tasks
-    if num_tasks is not None and fixed is not None and num_tasks != fixed:
-        raise ValueError(f"`num_tasks`={num_tasks} disagrees with the weighting's m={fixed}.")
-    m_static = num_tasks if num_tasks is not None else fixed
-    if m_static is not None and (not isinstance(m_static, int) or m_static < 1):
-        raise ValueError(f"`num_tasks` must be a positive int, got {m_static!r}.")
+    inner = aggregate(weighting, num_tasks=num_tasks, scale=scale, dtype=dtype, nonfinite=nonfinite)
 
-    def init(params):
-        if m_static is None:
-            raise ValueError(
-                "`num_tasks` is unknown: pass it, e.g. jp.gramian_aggregate(w, num_tasks=3)."
-            )
-        leaves = jax.tree_util.tree_leaves(params)
-        wdtype = dtype
-        if wdtype is None:
-            wdtype = jnp.result_type(*leaves) if leaves else jnp.float32
-            wdtype = jnp.float32 if jnp.finfo(wdtype).bits < 32 else wdtype
-        inner = weighting.init(m_static, wdtype)
-        return AggregateState(
-            weights=jnp.asarray(inner.weights, wdtype),
-            inner=inner,
-            skipped=jnp.zeros((), jnp.int32),
-        )
-
-    def update(
-        updates, state, params=None, *, losses=None, value=None, preference=None, **extra_args
-    ):
-        del params, extra_args
+    def update(updates, state, params=None, **extra_args):
         if not isinstance(updates, GramianVJP):
             raise TypeError(
                 f"`updates` must be the GramianVJP of jp.gramian_vjp, got {type(updates).__name__}."
             )
-        gram = updates.gram
-        m = gram.shape[0]
-        if state.weights.shape != (m,):
-            raise ValueError(
-                f"`updates` has m={m} tasks but the transform was built for "
-                f"m={state.weights.shape[0]}."
-            )
-        losses = task_losses(losses, value, m)
-        finite = jnp.all(jnp.isfinite(gram))
-        if losses is not None:
-            finite &= jnp.all(jnp.isfinite(losses))
-        safe_gram = jnp.where(finite, gram, jnp.eye(m, dtype=gram.dtype))
-        safe_losses = None if losses is None else jnp.where(finite, losses, jnp.ones_like(losses))
-        weights, inner = weighting.update(
-            safe_gram, state.inner, losses=safe_losses, preference=preference
-        )
-        weights = weights.astype(state.weights.dtype)
-        if scale == "num_tasks":
-            weights = weights * m
-        elif not isinstance(scale, str):
-            weights = weights * scale
-        fill = 0.0 if nonfinite == "zero" else jnp.nan
-        direction = jax.tree_util.tree_map(
-            lambda d: jnp.where(finite, d, jnp.full_like(d, fill)), updates.vjp(weights)
-        )
+        return inner.update(updates, state, params, **extra_args)
 
-        def keep(new, old):
-            return jnp.where(finite, new, old)
-
-        new_state = AggregateState(
-            weights=keep(weights, state.weights),
-            inner=jax.tree_util.tree_map(keep, inner, state.inner),
-            skipped=state.skipped + (~finite).astype(jnp.int32),
-        )
-        return direction, new_state
-
-    return optax.GradientTransformationExtraArgs(init, update)
+    return optax.GradientTransformationExtraArgs(inner.init, update)
 
 
 __all__ = [
