@@ -13,6 +13,7 @@ $(PY):
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "LibMTL==1.1.5"
 	touch $@
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist (only as root with apt-get);
@@ -27,6 +28,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(PY)
 
 $(VENV)/.bench-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[bench,dev]"
+	$(PY) -m pip install --quiet --no-deps "LibMTL==1.1.5"
 	touch $@
 
 # Static checks first (seconds): ruff lint and format on the library, then the suite.
