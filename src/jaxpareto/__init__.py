@@ -27,6 +27,7 @@ from jaxpareto.jacobian import (
     mtl_value_and_grad,
     value_and_jacobian,
 )
+from jaxpareto.status import Status, StatusError, check_status
 from jaxpareto.transforms import (
     AccumulateJacobianState,
     AggregateState,
@@ -72,6 +73,9 @@ __all__ = [
     "problems",
     "sharding",
     "weighting",
+    "Status",
+    "StatusError",
+    "check_status",
     "combine",
     "filter_value_and_jacobian",
     "gramian",

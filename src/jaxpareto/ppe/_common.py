@@ -1,8 +1,10 @@
-"""Shared pieces of :mod:`jaxpareto.ppe`: the cost model, the status codes, argument checks."""
+"""Shared pieces of :mod:`jaxpareto.ppe`: the cost model, argument checks.
+
+The status codes are those of :class:`jaxpareto.status.Status`, shared by every solver.
+"""
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Any
 
@@ -11,55 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import is_concrete
+from jaxpareto.status import Status
 
 # Cost model, in gradient-evaluation equivalents (see the package docstring).
 COST_GRADIENT = 1.0
 COST_FORWARD = 0.5
 COST_HVP = 2.0
 
-
-class Status(enum.IntEnum):
-    """Named outcomes of :func:`~jaxpareto.ppe.trace` (``Trace.stop_reason``, ``Trace.failure``)
-    and :func:`~jaxpareto.ppe.corrector` (``CorrectorResult.status``).
-
-    Stored as int32 arrays inside jitted results; ``Status(int(x))`` names one, and
-    ``Status.X.message`` says in a line what it means.
-    """
-
-    MAX_POINTS = 0  #: ``num_points`` points recorded (the point budget).
-    END_OF_FRONT = 1  #: a KKT weight reached ``alpha_tol`` and the tangent would lower it.
-    TARGET_REACHED = 2  #: the floor (improve) or the preference ray (toward) was reached.
-    NO_PROGRESS = 3  #: the requested direction has no component along the front.
-    STEP_TOO_SMALL = 4  #: ``max_shrinks + 1`` rejected attempts in a row.
-    NON_FINITE = 5  #: a non-finite value (losses, gradients, tangent).
-    CORRECTOR_FAILED = 6  #: the corrector did not reach its tolerance (budget, line search).
-    GMRES_NOT_CONVERGED = 7  #: ... and its last Krylov solves missed their tolerance.
-    CONVERGED = 8  #: the corrector reached its tolerance.
-    NONE = 9  #: nothing to report (e.g. ``Trace.failure`` when no attempt was rejected).
-
-    def __repr__(self) -> str:
-        return f"Status.{self.name}"
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-
-_MESSAGES = {
-    Status.MAX_POINTS: "the point budget (num_points) was used up",
-    Status.END_OF_FRONT: "the end of the front: a KKT weight reached zero",
-    Status.TARGET_REACHED: "the target (floor or preference ray) was reached",
-    Status.NO_PROGRESS: "the requested direction has no component along the front",
-    Status.STEP_TOO_SMALL: "every shortened attempt of the last step was rejected",
-    Status.NON_FINITE: "a non-finite value appeared",
-    Status.CORRECTOR_FAILED: "the corrector did not reach its tolerance",
-    Status.GMRES_NOT_CONVERGED: "the corrector failed and its GMRES solves did not converge",
-    Status.CONVERGED: "converged",
-    Status.NONE: "-",
-}
 
 BUDGET = Status.MAX_POINTS  # the name used before the enum
 

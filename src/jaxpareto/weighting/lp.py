@@ -55,14 +55,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_float, working_dtype
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import full_precision
 
-OPTIMAL = 0
-INFEASIBLE = 1
-MAX_ITER = 2
+# The LP's outcomes, by their former names (members of :class:`jaxpareto.status.Status`).
+OPTIMAL = Status.SUCCESSFUL
+INFEASIBLE = Status.INFEASIBLE
+MAX_ITER = Status.MAX_ITER
 #: Non-finite input on an active row / in ``c``, or a numerical breakdown (an unbounded
 #: ratio test, impossible in exact arithmetic since the feasible set is bounded).
-NUMERICAL_ERROR = 3
+NUMERICAL_ERROR = Status.NUMERICAL_ERROR
 
 _RUNNING = -1
 
@@ -74,8 +76,8 @@ class LPResult(NamedTuple):
       x: ``[m]`` the maximiser ``β`` on the simplex when ``status == OPTIMAL``; otherwise
         the uniform point ``1/m`` (finite, on the simplex, not necessarily feasible).
       objective: ``[]`` ``cᵀx``.
-      status: ``[]`` int32, one of ``OPTIMAL``, ``INFEASIBLE``, ``MAX_ITER``,
-        ``NUMERICAL_ERROR``.
+      status: ``[]`` int32, a :class:`~jaxpareto.status.Status`: ``SUCCESSFUL`` (alias
+        ``OPTIMAL``), ``INFEASIBLE``, ``MAX_ITER`` or ``NUMERICAL_ERROR``.
       iterations: ``[]`` int32, the number of simplex pivots (both phases).
     """
 
