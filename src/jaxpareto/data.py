@@ -203,10 +203,10 @@ class _Source(NamedTuple):
 _CACHE: dict[tuple, _Source] = {}
 
 
-def _readonly(*arrays):
-    for a in arrays:
+def _readonly(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    for a in (images, labels):
         a.flags.writeable = False
-    return arrays
+    return images, labels
 
 
 def _load_idx_dir(files: dict[str, Path], dataset: str) -> _Source:
@@ -449,8 +449,8 @@ def _split_indices(src: _Source, test_fraction: float, split_seed: int):
 def _ink_bounds(images: np.ndarray) -> np.ndarray:
     """[N, 4] first/last non-zero row and column of each item; an empty item gets the
     whole box so that any shift is allowed for it."""
-    nz = images > 0
-    rows, cols = nz.any(axis=2), nz.any(axis=1)
+    nz = np.asarray(images) > 0
+    rows, cols = np.any(nz, axis=2), np.any(nz, axis=1)
     has = rows.any(axis=1)
     size = images.shape[1]
     r0 = np.where(has, rows.argmax(axis=1), size - 1)

@@ -407,9 +407,11 @@ def _forward(hparams: HyperParams, r: jax.Array) -> Any:
     if hparams.heads is not None:
         flats = [head["b"] + e @ head["w"] for head in hparams.heads]
     else:
-        num_chunks = hparams.chunk_embeddings.shape[0]
+        chunk_embeddings = hparams.chunk_embeddings
+        assert chunk_embeddings is not None  # chunked: no heads, chunk embeddings set
+        num_chunks = chunk_embeddings.shape[0]
         inputs = jnp.concatenate(
-            [jnp.broadcast_to(e, (num_chunks, e.shape[0])), hparams.chunk_embeddings], axis=1
+            [jnp.broadcast_to(e, (num_chunks, e.shape[0])), chunk_embeddings], axis=1
         )
         flat = _mlp_apply(hparams.decoder, inputs, act).reshape(-1)
         offsets = np.cumsum((0,) + spec.sizes)

@@ -13,6 +13,8 @@ Multi-Objective Optimization", NeurIPS 2018, §3.3 and Alg. 2) is ``mtl_value_an
 
 from __future__ import annotations
 
+import functools
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -250,9 +252,9 @@ def _block_size(m: int) -> int:
     return max(4096, (1 << 18) // max(m, 1))
 
 
-def _blocked_gram(block: Callable[[Any], jax.Array], size: int, m: int, dtype) -> jax.Array:
-    """``Σ_b B_b B_bᵀ`` over the column blocks ``B_b = block(b)`` (``[m, bs]``, the last
-    one shorter) of an ``[m, size]`` operand, accumulated in a ``lax.scan``.
+def _blocked_gram(block: Callable[[Any, int], jax.Array], size: int, m: int, dtype) -> jax.Array:
+    """``Σ_b B_b B_bᵀ`` over the column blocks ``B_b = block(b·bs, bs)`` (``[m, bs]``,
+    the last one shorter) of an ``[m, size]`` operand, accumulated in a ``lax.scan``.
 
     XLA:CPU runs one ``[m, K]·[K, m]`` product with ``K ~ 1e6`` far below memory speed
     (it streams the operand several times); blocks that fit in cache bring it to one
@@ -343,13 +345,10 @@ def gramian(jac: Any) -> jax.Array:
             )
     dtype = jnp.result_type(*leaves)
     rows = [_rows_of(leaf) for leaf in leaves]
-    total = None
     if all(r is not None for r in rows):
         return _rows_gram(rows, m, dtype)
-    for leaf in leaves:
-        g = _leaf_gram(leaf.astype(dtype))
-        total = g if total is None else total + g
-    return total
+    grams = [_leaf_gram(leaf.astype(dtype)) for leaf in leaves]
+    return functools.reduce(operator.add, grams)
 
 
 def combine(jac: Any, weights: jax.Array) -> Any:

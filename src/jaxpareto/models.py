@@ -211,7 +211,7 @@ def _conv_relu_pool(x, w, b, conv: str):
     )
 
 
-def _lenet_conv(conv: str | None) -> str:
+def _lenet_conv(conv: str | None) -> Literal["matmul", "xla"]:
     """The convolution formulation: ``"matmul"`` on CPU, XLA's convolution elsewhere."""
     if conv is None:
         return "matmul" if jax.default_backend() == "cpu" else "xla"

@@ -343,15 +343,11 @@ def convex_quadratics(matrices, centers) -> Problem:
         dtype = _default_float(dtype)
         return jnp.mean(centers, axis=0).astype(dtype) + jax.random.normal(key, (n,), dtype)
 
-    if m > 12:
-
-        def is_pareto_optimal(params, atol=1e-6):
+    def is_pareto_optimal(params, atol=1e-6):
+        if m > 12:
             raise ValueError(f"{fn}.is_pareto_optimal: exact check supports m <= 12, got m={m}.")
-    else:
-
-        def is_pareto_optimal(params, atol=1e-6):
-            params = _check_params(params, n, fn)
-            return _stationarity(loss_fn, params) <= atol
+        params = _check_params(params, n, fn)
+        return _stationarity(loss_fn, params) <= atol
 
     return Problem(
         name=f"convex_quadratics(m={m}, n={n})",

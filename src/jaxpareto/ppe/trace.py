@@ -287,6 +287,7 @@ def _trace_core(params, args, d_fixed, preference, floor, num, static: _TraceSta
 
     def direction_at(losses, alpha):
         if static.mode == "callable":
+            assert static.direction_fn is not None  # set together with mode "callable"
             return jnp.asarray(static.direction_fn(losses), dtype)
         # "toward" is a traced switch, so fixed requests and preference moves share
         # one executable (e.g. every Navigator move).

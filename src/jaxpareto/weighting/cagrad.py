@@ -86,11 +86,15 @@ class CagradResult(NamedTuple):
 
 
 def _check_options(c, rescale, norm_eps):
-    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not (0 <= c < math.inf):
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not (0 <= float(c) < math.inf):
         raise ValueError(f"`c` must be a finite float >= 0, got {c!r}.")
     if rescale not in (0, 1, 2) or isinstance(rescale, bool):
         raise ValueError(f"`rescale` must be 0, 1 or 2, got {rescale!r}.")
-    if isinstance(norm_eps, bool) or not isinstance(norm_eps, numbers.Real) or not norm_eps >= 0:
+    if (
+        isinstance(norm_eps, bool)
+        or not isinstance(norm_eps, numbers.Real)
+        or not float(norm_eps) >= 0
+    ):
         raise ValueError(f"`norm_eps` must be a float >= 0, got {norm_eps!r}.")
     return float(c), int(rescale), float(norm_eps)
 

@@ -504,7 +504,11 @@ def _check_max_iter(max_iter) -> int | None:
 def _check_tol(tol) -> float | None:
     if tol is None:
         return None
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < float("inf"):
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not 0 < float(tol) < float("inf")
+    ):
         raise ValueError(f"`tol` must be a static positive finite float, got {tol!r}.")
     return float(tol)
 

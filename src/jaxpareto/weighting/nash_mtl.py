@@ -90,7 +90,9 @@ def _check_options(max_iter, max_norm):
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise ValueError(f"`max_iter` must be a static int >= 1, got {max_iter!r}.")
     if max_norm is not None and (
-        isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm > 0
+        isinstance(max_norm, bool)
+        or not isinstance(max_norm, numbers.Real)
+        or not float(max_norm) > 0
     ):
         raise ValueError(f"`max_norm` must be None or a positive float, got {max_norm!r}.")
     return int(max_iter), None if max_norm is None else float(max_norm)

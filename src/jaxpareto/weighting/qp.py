@@ -150,7 +150,9 @@ def _check_options(max_iter, tol, polish_iter):
                 f"polish_iter), got {val!r}."
             )
     if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < float("inf")
+        isinstance(tol, bool)
+        or not isinstance(tol, numbers.Real)
+        or not 0 < float(tol) < float("inf")
     ):
         raise ValueError(f"`tol` must be a static positive finite float, got {tol!r}.")
 

@@ -97,7 +97,7 @@ def _check_reg(reg_eps) -> float:
     if (
         isinstance(reg_eps, bool)
         or not isinstance(reg_eps, numbers.Real)
-        or not (0 <= reg_eps < float("inf"))
+        or not (0 <= float(reg_eps) < float("inf"))
     ):
         raise ValueError(f"`reg_eps` must be a finite float >= 0, got {reg_eps!r}.")
     return float(reg_eps)
