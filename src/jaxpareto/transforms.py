@@ -187,6 +187,12 @@ def aggregate(
         updates, state, params=None, *, losses=None, value=None, preference=None, **extra_args
     ):
         del params, extra_args
+        jacobian_based = weighting.needs == "jacobian"
+        if jacobian_based and callable(getattr(updates, "vjp", None)):
+            raise TypeError(
+                "This weighting needs the Jacobian (Weighting.needs='jacobian'); the Gramian "
+                "engine's GramianVJP has none: pass the Jacobian pytree."
+            )
         gram, combine = _gramian_and_combiner(updates)
         m = gram.shape[0]
         if state.weights.shape != (m,):
@@ -202,9 +208,19 @@ def aggregate(
         # Solve on a harmless stand-in when the step is bad, so no NaN enters the state.
         safe_gram = jnp.where(finite, gram, jnp.eye(m, dtype=gram.dtype))
         safe_value = None if value is None else jnp.where(finite, value, jnp.ones_like(value))
-        weights, inner = weighting.update(
-            safe_gram, state.inner, losses=safe_value, preference=preference
-        )
+        if jacobian_based:
+            # Jacobian weightings return the direction; their state holds the weights.
+            safe_jac = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0), updates)
+            raw, inner = weighting.update(
+                safe_jac, state.inner, losses=safe_value, preference=preference, gram=safe_gram
+            )
+            weights = inner.weights
+            factor = m if scale == "num_tasks" else (1.0 if isinstance(scale, str) else scale)
+            combine = lambda w: jax.tree_util.tree_map(lambda d: d * factor, raw)  # noqa: E731
+        else:
+            weights, inner = weighting.update(
+                safe_gram, state.inner, losses=safe_value, preference=preference
+            )
         weights = weights.astype(state.weights.dtype)
         if scale == "num_tasks":
             weights = weights * m
@@ -398,6 +414,15 @@ SHORTHANDS = (
     "nash_mtl",
     "imtl_g",
     "aligned_mtl",
+    "krum",
+    "trimmed_mean",
+    "random",
+    "sum",
+    "constant",
+    "config",
+    "gradvac",
+    "graddrop",
+    "fairgrad",
 )
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
@@ -412,3 +437,13 @@ cagrad = _shorthand("cagrad")
 nash_mtl = _shorthand("nash_mtl")
 imtl_g = _shorthand("imtl_g")
 aligned_mtl = _shorthand("aligned_mtl")
+krum = _shorthand("krum")
+trimmed_mean = _shorthand("trimmed_mean")
+# `random` and `sum` shadow the builtins from here on: this module never calls them.
+random = _shorthand("random")
+sum = _shorthand("sum")
+constant = _shorthand("constant")
+config = _shorthand("config")
+gradvac = _shorthand("gradvac")
+graddrop = _shorthand("graddrop")
+fairgrad = _shorthand("fairgrad")

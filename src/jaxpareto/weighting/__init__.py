@@ -20,9 +20,14 @@ from jaxpareto.weighting.aligned_mtl import (
     aligned_mtl_weights,
 )
 from jaxpareto.weighting.base import Weighting
+from jaxpareto.weighting.baselines import constant, random, random_weights, sum
 from jaxpareto.weighting.cagrad import CagradResult, CagradState, cagrad, cagrad_weights
+from jaxpareto.weighting.config import ConfigResult, config, config_weights
 from jaxpareto.weighting.dualproj import DualProjResult, DualProjState, dualproj, dualproj_weights
 from jaxpareto.weighting.epo import EpoResult, EpoState, epo, epo_weights
+from jaxpareto.weighting.fairgrad import FairGradResult, fairgrad, fairgrad_weights
+from jaxpareto.weighting.graddrop import graddrop, graddrop_direction
+from jaxpareto.weighting.gradvac import GradVacResult, GradVacState, gradvac, gradvac_weights
 from jaxpareto.weighting.hv_gradient import (
     HvGradientResult,
     HvGradientState,
@@ -56,6 +61,13 @@ from jaxpareto.weighting.pcgrad import (
 )
 from jaxpareto.weighting.pmtl import PmtlResult, PmtlState, pmtl, pmtl_weights
 from jaxpareto.weighting.qp import QPResult, project_dual_cone, qp_kkt_residual, solve_qp
+from jaxpareto.weighting.robust import (
+    KrumResult,
+    krum,
+    krum_weights,
+    trimmed_mean,
+    trimmed_mean_direction,
+)
 from jaxpareto.weighting.scalarization import (
     ScalarizationState,
     chebyshev,
@@ -69,6 +81,27 @@ from jaxpareto.weighting.upgrad import UPGradResult, UPGradState, upgrad, upgrad
 
 __all__ = [
     "Weighting",
+    "ConfigResult",
+    "FairGradResult",
+    "GradVacResult",
+    "GradVacState",
+    "KrumResult",
+    "config",
+    "config_weights",
+    "constant",
+    "fairgrad",
+    "fairgrad_weights",
+    "graddrop",
+    "graddrop_direction",
+    "gradvac",
+    "gradvac_weights",
+    "krum",
+    "krum_weights",
+    "random",
+    "random_weights",
+    "sum",
+    "trimmed_mean",
+    "trimmed_mean_direction",
     "EpoResult",
     "EpoState",
     "epo",

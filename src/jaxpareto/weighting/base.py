@@ -5,6 +5,28 @@ optionally a preference ``r`` (``[m]``) to task weights ``w`` (``[m]``); the upd
 direction is ``Gᵀ w`` (:func:`jaxpareto.combine`). Its state is a NamedTuple that holds
 the last weights and the solver's diagnostics, so it can be logged, checkpointed and
 carried through ``jax.lax.scan``.
+
+Jacobian weightings
+-------------------
+A few methods need more than the Gramian: they act on the coordinates of the task
+gradients (TrimmedMean's coordinate-wise trimmed mean, GradDrop's per-coordinate sign
+dropout), so their update is not ``Gᵀw`` for any ``w``. They are still a pair of pure,
+jittable functions, marked by the last field of :class:`Weighting`,
+``needs="jacobian"``:
+
+* ``init(num_tasks, dtype=float32) -> state`` as for every weighting;
+* ``update(jac, state, *, losses=None, preference=None, gram=None) -> (direction, state)``
+  where ``jac`` is the Jacobian pytree (every leaf ``[m, ...]``, or a plain ``[m, n]``
+  matrix) and ``direction`` is one gradient-shaped pytree (every leaf ``[...]``, the
+  task axis removed); ``gram`` is the Gramian when the caller has it already.
+  ``state.weights`` holds per-task diagnostics documented by the method.
+
+:func:`jaxpareto.aggregate` (and every ``jp.<name>`` shorthand) dispatches on
+``needs``: a Gramian weighting gets the Gramian and returns weights, a Jacobian
+weighting gets the Jacobian and returns the direction; the finite guard, ``scale`` and
+the state handling are the same. A Jacobian weighting cannot run on the Gramian
+engine's :class:`jaxpareto.GramianVJP` (there is no Jacobian), which raises a
+``TypeError`` naming the method.
 """
 
 from __future__ import annotations
@@ -42,11 +64,15 @@ class Weighting(NamedTuple):
       update: ``update(gram, state, *, losses=None, preference=None) -> (weights, state)``.
       num_tasks: ``m`` when the weighting was built for a fixed number of tasks (e.g.
         from the length of its preference), else ``None``.
+      needs: ``"gramian"`` (default: ``update`` takes the Gramian, returns weights) or
+        ``"jacobian"`` (``update`` takes the Jacobian pytree, returns the direction; see
+        the module docstring).
     """
 
     init: Callable[..., NamedTuple]
     update: Callable[..., tuple[jax.Array, NamedTuple]]
     num_tasks: int | None = None
+    needs: str = "gramian"
 
 
 def full_precision(fn: Callable) -> Callable:
