@@ -15,7 +15,10 @@ Every step ends with an Adam update (lr 1e-3). jaxpareto (one ``jax.jit`` per st
   Jacobian method needs, nothing else);
 * ``jp_linear`` (LS on the Jacobian), ``jp_mgda``, ``jp_epo``: Jacobian → Gramian →
   weights → combine → Adam, through ``optax.chain(jp.<method>(...), optax.adam)``;
-* ``jp_mgda_ub``: ``jp.mtl_value_and_grad`` with MGDA on the shared representation.
+* ``jp_mgda_ub``: ``jp.mtl_value_and_grad`` with MGDA on the shared representation;
+* ``jp_famo``, ``jp_uw``, ``jp_dwa``: the loss-based weightings (FAMO, uncertainty
+  weighting, DWA) through ``jp.loss_vjp`` — one forward pass, the weights from the
+  losses, one reverse pass — reported as ÷ ``jp_summed`` (goal ≤ 1.05).
 
 Peers (eager PyTorch on the CPU, ``torch.set_num_threads`` = the cores XLA uses):
 
@@ -156,6 +159,16 @@ def jax_steps(params, batch, encode, heads, num_tasks: int):
     }
     for name, tx in txs.items():
         steps[name] = (jax.jit(with_transform(tx)), tx.init(params))
+
+    def loss_based(tx):
+        def step(p, s, b):
+            u, s = tx.update(jp.loss_vjp(loss_fn)(p, b), s, p)
+            return optax.apply_updates(p, u), s
+        return step
+
+    for name, lw in (("jp_famo", jp.famo), ("jp_uw", jp.uncertainty), ("jp_dwa", jp.dwa)):
+        tx = optax.chain(lw(num_tasks), adam)
+        steps[name] = (jax.jit(loss_based(tx)), tx.init(params))
     jac_fn = jax.jit(lambda p, b: jp.value_and_jacobian(loss_fn)(p, b))
 
     def adam_apply(g, s, p):
@@ -427,8 +440,9 @@ def torch_steps(torch, torchjd, cp, model, batch, num_tasks: int):
 
 # ---------------------------------------------------------------------------- benchmark
 
+LOSS_METHODS = ("jp_famo", "jp_uw", "jp_dwa")
 JP_METHODS = ("jp_summed", "jp_jacobian", "jp_linear", "jp_mgda", "jp_epo", "jp_upgrad",
-              "jp_mgda_ub")
+              "jp_mgda_ub", *LOSS_METHODS)
 PEER_METHODS = ("torch_summed", "torchjd_mgda", "torchjd_upgrad", "torchjd_autogram_mgda",
                 "torchjd_autogram_upgrad", "torchjd_mtl_mgda", "torchjd_mtl_upgrad",
                 "torch_epo_ref", "torch_mgda_ub_ref")
@@ -487,6 +501,8 @@ def bench_model(kind, params, batch, encode, heads, num_tasks, repeats, torch, t
     q["jp_jacobian/vjp_limit"] = ratio(t["jp_jacobian"], (1 + 2 * num_tasks) / 3 * t["jp_summed"])
     q["jp_mgda_ub/jp_summed"] = ratio(t["jp_mgda_ub"], t["jp_summed"])
     q["jp_epo/jp_summed"] = ratio(t["jp_epo"], t["jp_summed"])
+    for m in LOSS_METHODS:  # loss-based: no Jacobian, goal ≤ 1.05
+        q[f"{m}/jp_summed"] = ratio(t[m], t["jp_summed"])
     for peer_name, mine in PAIRS:
         q[f"{peer_name}/{mine}"] = ratio(t[peer_name], t[mine])
     row["ratio"] = q
@@ -504,6 +520,8 @@ def format_rows(rows) -> str:
             f"{k}={fmt_ratio(q[k])}" for k in ("jp_linear/jp_jacobian", "jp_mgda/jp_jacobian",
                                                "jp_epo/jp_jacobian", "jp_upgrad/jp_jacobian",
                                                "jp_mgda_ub/jp_summed", "jp_jacobian/vjp_limit")))
+        lines.append("  loss-based/summed: " + "  ".join(
+            f"{k}/jp_summed={fmt_ratio(q[k + '/jp_summed'])}" for k in LOSS_METHODS))
         lines.append("  peer/jaxpareto: " + "  ".join(
             f"{p}/{m}={fmt_ratio(q[f'{p}/{m}'])}" for p, m in PAIRS))
         lines.append("  profile: " + "  ".join(f"{k}={fmt_time(v)}" for k, v in r["profile_s"].items()))

@@ -12,6 +12,7 @@ from jaxpareto import (
     checkpoint,
     data,
     hypernetwork,
+    loss_weighting,
     metrics,
     models,
     ppe,
@@ -26,6 +27,17 @@ from jaxpareto.jacobian import (
     gramian,
     mtl_value_and_grad,
     value_and_jacobian,
+)
+from jaxpareto.loss_weighting import TRANSFORMS as _LOSS_TRANSFORMS
+from jaxpareto.loss_weighting import (
+    LossVJP,
+    LossWeightedState,
+    db_mtl,
+    init_log_vars,
+    loss_objective,
+    loss_vjp,
+    loss_weighted,
+    uncertainty_loss,
 )
 from jaxpareto.status import Status, StatusError, check_status
 from jaxpareto.transforms import (
@@ -70,12 +82,22 @@ from jaxpareto.weighting import (
     pmtl_weights,
 )
 
+# Loss-based weightings as optax transforms (one backward pass a step).
+uncertainty = _LOSS_TRANSFORMS["uncertainty"]
+imtl_l = _LOSS_TRANSFORMS["imtl_l"]
+dwa = _LOSS_TRANSFORMS["dwa"]
+rlw = _LOSS_TRANSFORMS["rlw"]
+gls = _LOSS_TRANSFORMS["gls"]
+famo = _LOSS_TRANSFORMS["famo"]
+gradnorm = _LOSS_TRANSFORMS["gradnorm"]
+
 __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint",
     "data",
     "hypernetwork",
+    "loss_weighting",
     "metrics",
     "models",
     "ppe",
@@ -120,6 +142,21 @@ __all__ = [
     "random",
     "sum",
     "trimmed_mean",
+    "LossVJP",
+    "LossWeightedState",
+    "db_mtl",
+    "dwa",
+    "famo",
+    "gls",
+    "gradnorm",
+    "imtl_l",
+    "init_log_vars",
+    "loss_objective",
+    "loss_vjp",
+    "loss_weighted",
+    "rlw",
+    "uncertainty",
+    "uncertainty_loss",
     "EpoResult",
     "LPResult",
     "MinNormResult",
