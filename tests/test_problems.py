@@ -448,3 +448,279 @@ class TestDtlz2(chex.TestCase):
             p.loss_fn(jnp.ones(5))
         with pytest.raises(ValueError, match="position"):
             p.pareto_set(jnp.ones(3) * 0.5)
+
+
+# ---------------------------------------------------------------------------
+# The standard suite: ZDT, DTLZ, VLMOP, Fonseca–Fleming (oracle: pymoo 0.6) and RE.
+
+pymoo_problems = pytest.importorskip("pymoo.problems")
+
+import jaxpareto as jp  # noqa: E402
+
+# (factory, kwargs, pymoo name, pymoo kwargs)
+SUITE = [
+    (problems.zdt1, {"n": 8}, "zdt1", {"n_var": 8}),
+    (problems.zdt2, {"n": 8}, "zdt2", {"n_var": 8}),
+    (problems.zdt3, {"n": 8}, "zdt3", {"n_var": 8}),
+    (problems.zdt4, {"n": 6}, "zdt4", {"n_var": 6}),
+    (problems.zdt6, {"n": 6}, "zdt6", {"n_var": 6}),
+    (problems.dtlz1, {"m": 3, "n": 7}, "dtlz1", {"n_var": 7, "n_obj": 3}),
+    (problems.dtlz2, {"m": 3, "n": 8}, "dtlz2", {"n_var": 8, "n_obj": 3}),
+    (problems.dtlz3, {"m": 3, "n": 8}, "dtlz3", {"n_var": 8, "n_obj": 3}),
+    (problems.dtlz4, {"m": 3, "n": 8}, "dtlz4", {"n_var": 8, "n_obj": 3}),
+    (problems.dtlz5, {"m": 4, "n": 9}, "dtlz5", {"n_var": 9, "n_obj": 4}),
+    (problems.dtlz6, {"m": 4, "n": 9}, "dtlz6", {"n_var": 9, "n_obj": 4}),
+    (problems.dtlz7, {"m": 3, "n": 8}, "dtlz7", {"n_var": 8, "n_obj": 3}),
+    (problems.dtlz7, {"m": 2, "n": 6}, "dtlz7", {"n_var": 6, "n_obj": 2}),
+    (problems.dtlz1, {"m": 2, "n": 5}, "dtlz1", {"n_var": 5, "n_obj": 2}),
+    (problems.dtlz5, {"m": 2, "n": 6}, "dtlz5", {"n_var": 6, "n_obj": 2}),
+]
+SUITE_IDS = [f"{f.__name__}-{kw}" for f, kw, _, _ in SUITE]
+
+
+def box_of(pm):
+    return np.asarray(pm.xl, float), np.asarray(pm.xu, float)
+
+
+def theta_to_box(theta, lo, hi, sigmoid=False):
+    """The documented maps, written independently: x = l + (u − l)(1 − cos θ)/2, or
+    the sigmoid that ``dtlz2`` keeps from before the suite existed."""
+    if sigmoid:
+        return lo + (hi - lo) / (1 + np.exp(-theta))
+    return lo + (hi - lo) * (1 - np.cos(theta)) / 2
+
+
+@functools.lru_cache(maxsize=None)
+def suite_case(i):
+    factory, kw, name, pkw = SUITE[i]
+    return factory(**kw), pymoo_problems.get_problem(name, **pkw)
+
+
+def pymoo_eval(pm, x):
+    return np.asarray(pm.evaluate(np.atleast_2d(x)), float)
+
+
+def dominated_by_np(rows, others, block=256):
+    """Brute force: is each row dominated by some row of ``others``? (oracle)"""
+    out = np.zeros(len(rows), bool)
+    for s in range(0, len(rows), block):
+        r = rows[s : s + block, None, :]
+        out[s : s + block] = np.any(np.all(others <= r, 2) & np.any(others < r, 2), axis=1)
+    return out
+
+
+def nondominated_np(f):
+    return f[~dominated_by_np(f, f)]
+
+
+def nearest_distance(points, ref):
+    d = np.sqrt(((points[:, None, :] - ref[None, :, :]) ** 2).sum(-1))
+    return d.min(axis=1)
+
+
+@pytest.mark.parametrize("i", range(len(SUITE)), ids=SUITE_IDS)
+def test_suite_loss_matches_pymoo(i):
+    p, pm = suite_case(i)
+    lo, hi = box_of(pm)
+    n = p.num_params
+    rng = np.random.default_rng(i)
+    theta = rng.uniform(-4, 4, size=(40, n))
+    # Include points on the Pareto set (distance variables at their optimum) and on the
+    # box faces, where the safe fractional powers take their guarded branch.
+    ps = np.asarray(p.pareto_set(rng.uniform(0, 1, size=(8, p.num_objectives - 1))))
+    theta = np.concatenate([theta, ps, np.zeros((1, n)), np.full((1, n), np.pi)])
+    got = np.asarray(jax.jit(jax.vmap(p.loss_fn))(theta))
+    want = pymoo_eval(pm, theta_to_box(theta, lo, hi, SUITE[i][0] is problems.dtlz2))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert (p.num_objectives, p.num_params) == (pm.n_obj, pm.n_var)
+    # float32 follows the input.
+    f32 = jax.vmap(p.loss_fn)(jnp.asarray(theta[:10], jnp.float32))
+    assert f32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(f32), want[:10], rtol=2e-4, atol=2e-4)
+
+
+def analytic_front_residual(name, f):
+    """Distance-like residual of ``f`` from the front's equation (0 on it)."""
+    m = f.shape[1]
+    if name in ("zdt1", "zdt4"):
+        return f[:, 1] - (1 - np.sqrt(f[:, 0]))
+    if name in ("zdt2", "zdt6"):
+        return f[:, 1] - (1 - f[:, 0] ** 2)
+    if name == "zdt3":
+        return f[:, 1] - (1 - np.sqrt(f[:, 0]) - f[:, 0] * np.sin(10 * np.pi * f[:, 0]))
+    if name == "dtlz1":
+        return f.sum(1) - 0.5
+    if name in ("dtlz2", "dtlz3", "dtlz4", "dtlz5", "dtlz6"):
+        return np.linalg.norm(f, axis=1) - 1
+    if name == "dtlz7":
+        t = f[:, :-1]
+        return f[:, -1] - (2 * m - np.sum(t * (1 + np.sin(3 * np.pi * t)), axis=1))
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("i", range(len(SUITE)), ids=SUITE_IDS)
+def test_suite_front_vs_pymoo(i):
+    p, pm = suite_case(i)
+    name = SUITE[i][2]
+    ours = np.asarray(p.pareto_front(200), float)
+    assert ours.shape == (200, p.num_objectives)
+    assert np.all(np.isfinite(ours))
+    if name != "zdt3":  # ZDT3's f2 dips to ≈ −0.77
+        assert np.all(ours >= -1e-12)
+    np.testing.assert_allclose(analytic_front_residual(name, ours), 0, atol=1e-9)
+    if name == "dtlz7" and p.num_objectives == 3:
+        # pymoo 0.6 downloads this front; use the surface f_3 = 6 − Σ φ(f_i) on a dense
+        # grid, filtered for dominance by brute force.
+        g = np.linspace(0, 1, 61)
+        t = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+        ref = np.concatenate([t, (6 - np.sum(t * (1 + np.sin(3 * np.pi * t)), 1))[:, None]], 1)
+    else:
+        ref = np.asarray(pm.pareto_front(), float)
+        ref = ref[:: max(1, len(ref) // 2000)]
+    ref = nondominated_np(ref)
+    # Every point of ours is non-dominated by pymoo's front (up to rounding) ...
+    for f in ours:
+        assert not np.any(np.all(ref < f - 1e-9, axis=1))
+    # ... and the two sets cover each other: small IGD both ways.
+    d1 = nearest_distance(ours, ref).max()
+    igd_theirs = nearest_distance(ref, ours).mean()  # IGD of ours w.r.t. pymoo's front
+    igd_ours = nearest_distance(ours, ref).mean()
+    assert d1 < 0.1 and igd_theirs < 0.05 and igd_ours < 0.05, (d1, igd_theirs, igd_ours)
+
+
+@pytest.mark.parametrize("i", range(len(SUITE)), ids=SUITE_IDS)
+def test_suite_pareto_set_maps_onto_front(i):
+    p, pm = suite_case(i)
+    name = SUITE[i][2]
+    lo, hi = box_of(pm)
+    rng = np.random.default_rng(100 + i)
+    pos = rng.uniform(0, 1, size=(30, p.num_objectives - 1))
+    theta = np.asarray(p.pareto_set(pos))
+    sig = SUITE[i][0] is problems.dtlz2
+    f = np.asarray(jax.vmap(p.loss_fn)(theta))
+    np.testing.assert_allclose(analytic_front_residual(name, f), 0, atol=1e-9)
+    # pymoo agrees on the losses at the set points, and the position variables round-trip.
+    x = theta_to_box(theta, lo, hi, sig)
+    np.testing.assert_allclose(pymoo_eval(pm, x), f, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(x[:, : pos.shape[1]], pos, atol=1e-12)
+    opt = np.asarray(jax.vmap(p.is_pareto_optimal)(theta))
+    if name in ("zdt3", "dtlz7"):
+        # Only the positions in the non-dominated pieces are optimal. Brute force: try
+        # every single-coordinate replacement s ∈ grid of a front point (still on g = 1,
+        # i.e. on the surface); a dominating one proves the point dominated.
+        grid = np.linspace(0, 1, 2001)
+        dominated = np.zeros(len(pos), bool)
+        for j in range(pos.shape[1]):
+            cand = np.repeat(pos[:, None, :], grid.size, 1)
+            cand[:, :, j] = grid
+            fc = np.asarray(jax.vmap(jax.vmap(p.loss_fn))(np.asarray(p.pareto_set(cand))))
+            dominated |= np.any(np.all(fc <= f[:, None], 2) & np.any(fc < f[:, None], 2), 1)
+        ends = (problems._ZDT3_INTERVALS if name == "zdt3" else problems._DTLZ7_INTERVALS).ravel()
+        far = np.min(np.abs(pos[:, :, None] - ends[None, None, :]), axis=(1, 2)) > 1e-3
+        np.testing.assert_array_equal(opt[far], ~dominated[far])
+        assert opt.any() and not opt.all() and far.sum() > 20
+    else:
+        assert opt.all()
+    # Moving a distance variable off its optimum leaves the set.
+    off = theta.copy()
+    off[:, -1] += 0.3
+    assert not np.any(np.asarray(jax.vmap(p.is_pareto_optimal)(off)))
+
+
+def test_zdt3_and_dtlz7_pieces_vs_pymoo_regions():
+    # pymoo's ZDT3 front uses the five published x1-intervals.
+    pf = np.asarray(pymoo_problems.get_problem("zdt3").pareto_front(1000), float)
+    gaps = np.flatnonzero(np.diff(pf[:, 0]) > 0.05)
+    starts = np.concatenate([[pf[0, 0]], pf[gaps + 1, 0]])
+    ends = np.concatenate([pf[gaps, 0], [pf[-1, 0]]])
+    np.testing.assert_allclose(problems._ZDT3_INTERVALS, np.stack([starts, ends], 1), atol=2e-6)
+    assert problems._DTLZ7_INTERVALS.shape == (2, 2)
+    # DTLZ7 pieces by brute-force dominance on a fine 1-D grid.
+    t = np.linspace(0, 1, 4001)
+    f = np.stack([t, 4 - t * (1 + np.sin(3 * np.pi * t))], 1)
+    nd = nondominated_np(f)[:, 0]
+    iv = problems._DTLZ7_INTERVALS
+    inside = np.any((t[:, None] >= iv[:, 0] - 1e-4) & (t[:, None] <= iv[:, 1] + 1e-4), axis=1)
+    assert set(np.round(nd, 6)) <= set(np.round(t[inside], 6))
+    assert abs(len(nd) - inside.sum()) <= 4
+
+
+@pytest.mark.parametrize("i", [0, 2, 3, 4, 5, 9, 11])
+def test_suite_gradient_vs_finite_differences(i):
+    p, _ = suite_case(i)
+    rng = np.random.default_rng(200 + i)
+    # Away from the box faces (θ ∉ πZ) where the square-root / power guards act.
+    theta = rng.uniform(0.3, 2.8, size=p.num_params)
+    check_jacobian(p, theta)
+
+
+def mgda_steps(p, theta, steps, lr):
+    vj = jax.jit(jp.value_and_jacobian(p.loss_fn))
+    history = []
+    for _ in range(steps):
+        losses, jac = vj(theta)
+        w = jp.weighting.min_norm_weights(jac @ jac.T).weights
+        theta = theta - lr * (w @ jac)
+        history.append(np.asarray(losses))
+    return np.asarray(history), theta
+
+
+@pytest.mark.parametrize("i", [0, 5, 11])
+def test_suite_mgda_decreases_losses(i):
+    p, _ = suite_case(i)
+    theta = jnp.asarray(np.random.default_rng(300 + i).uniform(0.5, 2.6, size=p.num_params))
+    hist, theta = mgda_steps(p, theta, 30, 0.05)
+    # MGDA's common descent direction: no loss increases over the run, at least one
+    # falls clearly, and the gradient is finite throughout.
+    assert np.all(np.isfinite(hist))
+    assert np.all(hist[-1] <= hist[0] + 1e-6)
+    assert np.any(hist[-1] < hist[0] - 1e-3)
+
+
+def test_zdt_guards_at_the_pareto_set_are_finite():
+    # On the Pareto set (x_{2..n} = 0) ZDT6's fourth root and DTLZ6's x^0.1 have infinite
+    # derivatives in x; with θ = 0 there the documented gradient is finite.
+    for p, pos in [(problems.zdt6(6), [0.3]), (problems.dtlz6(3, 6), [0.2, 0.7]),
+                   (problems.zdt1(5), [0.0])]:
+        theta = p.pareto_set(jnp.asarray(pos))
+        jac = jax.jacrev(p.loss_fn)(theta)
+        assert np.all(np.isfinite(np.asarray(jac)))
+
+
+def test_vlmop_and_fonseca_fleming():
+    v1 = problems.vlmop1()
+    x = np.linspace(-3, 5, 17)
+    np.testing.assert_allclose(np.asarray(jax.vmap(v1.loss_fn)(x[:, None])),
+                               np.stack([x**2, (x - 2) ** 2], 1), rtol=1e-14)
+    front = np.asarray(v1.pareto_front(41))
+    np.testing.assert_allclose(np.sqrt(front[:, 0]) + np.sqrt(front[:, 1]), 2, rtol=1e-12)
+    ps = np.asarray(v1.pareto_set(jnp.linspace(-1, 3, 9)))
+    np.testing.assert_allclose(ps[:, 0], np.clip(np.linspace(-1, 3, 9), 0, 2))
+    assert float(v1.distance_to_pareto_set(jnp.array([3.5]))) == pytest.approx(1.5)
+    # Weighted sums w f1 + (1−w) f2 are minimised at x = 2(1 − w): on the set.
+    for w in (0.1, 0.5, 0.9):
+        res = minimize_scalar(lambda t: w * t**2 + (1 - w) * (t - 2) ** 2)
+        assert bool(v1.is_pareto_optimal(jnp.array([res.x]), 1e-6))
+    for p, n in [(problems.vlmop2(), 2), (problems.fonseca_fleming(), 3)]:
+        assert p.num_params == n
+        th = np.random.default_rng(n).uniform(-2, 2, size=(10, n))
+        a = np.ones(n) / np.sqrt(n)
+        want = np.stack([1 - np.exp(-((th - a) ** 2).sum(1)), 1 - np.exp(-((th + a) ** 2).sum(1))], 1)
+        np.testing.assert_allclose(np.asarray(jax.vmap(p.loss_fn)(th)), want, rtol=1e-13)
+
+
+def test_suite_bad_input():
+    with pytest.raises(ValueError, match="params"):
+        problems.zdt1(5).loss_fn(jnp.zeros(4))
+    with pytest.raises(ValueError, match="position"):
+        problems.dtlz1(3).pareto_set(jnp.zeros(3))
+    with pytest.raises(ValueError, match="`n`"):
+        problems.dtlz7(3, 2)
+    with pytest.raises(ValueError, match="alpha"):
+        problems.dtlz4(alpha=0.0)
+    with pytest.raises(ValueError, match="name"):
+        problems.re_problem("RE22")
+    with pytest.raises(ValueError, match="kind"):
+        problems.zdt2().init_params(jax.random.PRNGKey(0), kind="normal")
+    th = problems.zdt1().init_params(jax.random.PRNGKey(0), dtype=jnp.float32)
+    assert th.dtype == jnp.float32 and th.shape == (30,)
