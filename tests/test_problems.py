@@ -724,3 +724,116 @@ def test_suite_bad_input():
         problems.zdt2().init_params(jax.random.PRNGKey(0), kind="normal")
     th = problems.zdt1().init_params(jax.random.PRNGKey(0), dtype=jnp.float32)
     assert th.dtype == jnp.float32 and th.shape == (30,)
+
+
+# ---------------------------------------------------------------------------
+# RE (Tanabe & Ishibuchi 2020). Oracles: the formulas of the paper's supplement written
+# here in plain numpy, the suite's published ideal point of RE21, and the classical
+# welded-beam optimum (Ragsdell & Phillips 1976) for RE32.
+
+
+def viol(*g):
+    return sum(max(-v, 0.0) for v in g)
+
+
+def re21_np(x):
+    x1, x2, x3, x4 = x
+    return [200 * (2 * x1 + np.sqrt(2) * x2 + np.sqrt(x3) + x4),
+            0.01 * (2 / x1 + 2 * np.sqrt(2) / x2 - 2 * np.sqrt(2) / x3 + 2 / x4)]
+
+
+def re24_np(x):
+    x1, x2 = x
+    sb, tau, delta, sk = 4500 / (x1 * x2), 1800 / x2, 56.2e4 / (7e5 * x1 * x2**2), 7e5 * x1**2 / 100
+    return [x1 + 120 * x2, viol(1 - sb / 700, 1 - tau / 450, 1 - delta / 1.5, 1 - sb / sk)]
+
+
+def re31_np(x):
+    x1, x2, x3 = x
+    a, b = np.sqrt(16 + x3**2), np.sqrt(1 + x3**2)
+    f1, f2 = x1 * a + x2 * b, 20 * a / (x1 * x3)
+    return [f1, f2, viol(0.1 - f1, 1e5 - f2, 1e5 - 80 * b / (x3 * x2))]
+
+
+def re33_np(x):
+    x1, x2, x3, x4 = x
+    a, c = x2**2 - x1**2, x2**3 - x1**3
+    return [4.9e-5 * a * (x4 - 1), 9.82e6 * a / (x3 * x4 * c),
+            viol(x2 - x1 - 20, 0.4 - x3 / (3.14 * a), 1 - 2.22e-3 * x3 * c / a**2,
+                 2.66e-2 * x3 * x4 * c / a - 900)]
+
+
+def re37_np(x):
+    # Response surfaces in (α, HA, OA, OPTT); coefficient tables of the supplement.
+    a, h, o, t = x
+    terms = np.array([1, a, h, o, t, a * a, h * a, h * h, o * a, o * h, o * o, t * a, t * h, t * o,
+                      t * t, h * a * a, o * a * a, h * h * a, h * h * o, o * o * h, t * t * a,
+                      h * a * o])
+    c1 = [0.692, 0.477, -0.687, -0.080, -0.0650, -0.167, -0.0129, 0.0796, -0.0634, -0.0257,
+          0.0877, -0.0521, 0.00156, 0.00198, 0.0184] + [0] * 7
+    c2 = [0.153, -0.322, 0.396, 0.424, 0.0226, 0.175, 0.0185, -0.0701, -0.251, 0.179, 0.0150,
+          0.0134, 0.0296, 0.0752, 0.0192] + [0] * 7
+    c3 = [0.370, -0.205, 0.0307, 0.108, 1.019, -0.135, 0.0141, 0.0998, 0.208, -0.0301, -0.226,
+          0.353, 0, -0.0497, -0.423, 0.202, -0.281, -0.342, -0.245, 0.281, -0.184, -0.281]
+    return [float(np.dot(c, terms)) for c in (c1, c2, c3)]
+
+
+RE_BOXES = {
+    "RE21": ([1, np.sqrt(2), np.sqrt(2), 1], [3] * 4, re21_np),
+    "RE24": ([0.5, 0.5], [4, 50], re24_np),
+    "RE31": ([1e-5, 1e-5, 1], [100, 100, 3], re31_np),
+    "RE33": ([55, 75, 1000, 11], [80, 110, 3000, 20], re33_np),
+    "RE37": ([0] * 4, [1] * 4, re37_np),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RE_BOXES))
+def test_re_losses_vs_numpy_formulas(name):
+    lo, hi, oracle = RE_BOXES[name]
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    p = problems.re_problem(name.lower())
+    theta = np.random.default_rng(7).uniform(-4, 4, size=(30, lo.size))
+    got = np.asarray(jax.jit(jax.vmap(p.loss_fn))(theta))
+    want = np.array([oracle(theta_to_box(t, lo, hi)) for t in theta])
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+    assert p.pareto_set is None and p.is_pareto_optimal is None
+    assert jax.vmap(p.loss_fn)(jnp.asarray(theta[:3], jnp.float32)).dtype == jnp.float32
+
+
+def test_re_published_points():
+    # RE21's ideal point as published with the suite (ideal_point_RE21.dat):
+    # f1 is minimal at the lower corner (θ = 0), f2 at x = (3, 3, √2, 3).
+    p = problems.re_problem("RE21")
+    f_low = np.asarray(p.loss_fn(jnp.zeros(4)))
+    f_best2 = np.asarray(p.loss_fn(jnp.array([np.pi, np.pi, 0.0, np.pi])))
+    assert f_low[0] == pytest.approx(1237.8414230005742, rel=1e-13)
+    assert f_best2[1] == pytest.approx(0.002761423749158419, rel=1e-12)
+    # No sampled point beats the ideal point.
+    front = np.asarray(p.pareto_front(50))
+    assert np.all(front[:, 0] >= 1237.8414230005742 - 1e-9)
+    assert np.all(front[:, 1] >= 0.002761423749158419 - 1e-12)
+    # RE32 at the welded-beam optimum of Ragsdell & Phillips (1976): cost 1.7249, feasible.
+    lo, hi = np.array([0.125, 0.1, 0.1, 0.125]), np.array([5, 10, 10, 5.0])
+    x = np.array([0.205730, 3.470489, 9.036624, 0.205730])
+    theta = 2 * np.arcsin(np.sqrt((x - lo) / (hi - lo)))
+    f = np.asarray(problems.re_problem("RE32").loss_fn(jnp.asarray(theta)))
+    assert f[0] == pytest.approx(1.7249, abs=5e-4) and f[2] == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", problems.RE_PROBLEMS)
+def test_re_front_approximation_and_gradients(name):
+    p = problems.re_problem(name, num_samples=1024)
+    front = np.asarray(p.pareto_front(40), float)
+    assert front.shape == (40, p.num_objectives) and np.all(np.isfinite(front))
+    # Mutually non-dominated (brute force) and not dominated by fresh random designs.
+    assert not np.any(dominated_by_np(front, front))
+    theta = np.random.default_rng(9).uniform(0, np.pi, size=(256, p.num_params))
+    others = np.asarray(jax.jit(jax.vmap(p.loss_fn))(theta))
+    share = np.mean(dominated_by_np(front, others))
+    assert share < 0.35  # an approximation: a few points may be beaten (measured ≤ 0.23)
+    # Gradients vs central differences at interior points (piecewise smooth: compare
+    # where a random step does not cross a kink, i.e. where both one-sided slopes agree).
+    th = theta[0] * 0.8 + 0.3
+    jac = np.asarray(jax.jacrev(p.loss_fn)(jnp.asarray(th)))
+    fd = fd_jacobian(lambda x: p.loss_fn(jnp.asarray(x)), th, h=1e-7)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())

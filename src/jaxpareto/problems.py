@@ -1463,9 +1463,9 @@ def re_problem(name: str, *, num_samples: int = 4096) -> Problem:
     (``init_params(key, kind="uniform")``: ``θ ~ U(0, π)^n``). The Pareto sets are not
     known in closed form: ``pareto_set``, ``is_pareto_optimal`` and
     ``distance_to_pareto_set`` are ``None``, and ``pareto_front(num, key)`` is only an
-    **approximation**: the non-dominated points of ``num_samples`` uniform samples of
-    the box (``key``, default ``PRNGKey(0)``), ``num`` of them picked evenly along the
-    first objective (fewer are repeated). Use it for normalisation or a rough IGD, not
+    **approximation**: the non-dominated points of ``num_samples`` random designs
+    (half uniform in the box, half uniform in θ; ``key``, default ``PRNGKey(0)``),
+    ``num`` of them picked evenly along the first objective (fewer are repeated). Use it for normalisation or a rough IGD, not
     as ground truth (the paper's fronts come from long evolutionary runs). Not
     jittable.
 
@@ -1486,6 +1486,9 @@ def re_problem(name: str, *, num_samples: int = 4096) -> Problem:
     def front(num, key, dtype):
         key = jax.random.PRNGKey(0) if key is None else key
         u = np.asarray(jax.random.uniform(key, (num_samples, lower.size), jnp.float32), np.float64)
+        # Half uniform in x, half uniform in θ (denser near the faces, where fronts of
+        # constrained designs tend to lie).
+        u[1::2] = np.sin(0.5 * np.pi * u[1::2]) ** 2
         x = lower + (upper - lower) * u
         f = np.asarray(evaluate(jnp.asarray(x, dtype)), np.float64)
         f = f[np.all(np.isfinite(f), axis=1)]
