@@ -346,11 +346,11 @@ def test_fairgrad_alpha1_is_nash_and_float32_vmap():
     np.testing.assert_allclose(r32.weights, batched.weights[0], rtol=2e-3)
     # bad inputs: zero Gramian → uniform, DEGENERATE; NaN → NONFINITE_INPUT; opposite
     # gradients (no root for α ≥ 1) → finite, not converged, MAX_ITER.
-    res = fairgrad_weights(jnp.zeros((3, 3)), 2.0)
-    assert int(res.status) == Status.DEGENERATE and np.allclose(res.weights, 1 / 3)
-    res = fairgrad_weights(jnp.full((3, 3), jnp.nan), 2.0)
+    res = fairgrad_weights(jnp.zeros((4, 4)), 2.0)
+    assert int(res.status) == Status.DEGENERATE and np.allclose(res.weights, 1 / 4)
+    res = fairgrad_weights(jnp.full((4, 4), jnp.nan), 2.0)
     assert int(res.status) == Status.NONFINITE_INPUT and np.all(np.isfinite(res.weights))
-    g = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    g = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     res = fairgrad_weights(jnp.asarray(g @ g.T), 2.0)
     assert np.all(np.isfinite(res.weights)) and not bool(res.converged)
     assert int(res.status) == Status.MAX_ITER
@@ -411,3 +411,130 @@ def test_shorthand_transform_equals_combine(name):
     cs = chain.init(params)
     u, cs = jax.jit(chain.update)(tree, cs, params)
     assert np.all(np.isfinite(np.asarray(u["a"])))
+
+
+# ------------------------------------------------------------------ scalarizations
+# Oracles: pymoo's decomposition functions (PBI, AASF, Tchebicheff) and numpy formulas
+# of COSMOS and the p-norm, differentiated by central finite differences: the weights
+# are ∂S/∂l.
+
+from jaxpareto.weighting.scalarization import (  # noqa: E402
+    aasf_weights,
+    aug_chebyshev_weights,
+    cosmos_weights,
+    pbi_weights,
+    pnorm_weights,
+)
+
+
+def _pymoo(name, **kw):
+    import importlib
+
+    mod = importlib.import_module(f"pymoo.decomposition.{name.lower()}")
+    return getattr(mod, name)(**kw)
+
+
+def _values(kind, l, r, z):
+    f = l[None]
+    if kind == "pbi":
+        return float(np.ravel(_pymoo("PBI", theta=5.0).do(f, r[None], utopian_point=z))[0])
+    if kind == "aasf":
+        return float(np.ravel(_pymoo("AASF", rho=1e-2).do(f, r[None], utopian_point=z))[0])
+    if kind == "aug_chebyshev":
+        t = float(np.ravel(_pymoo("Tchebicheff").do(f, r[None], utopian_point=z))[0])
+        return t + 1e-2 * np.abs(l - z).sum()
+    if kind == "cosmos":
+        return float(r @ l - 2.0 * (r @ l) / np.linalg.norm(r) / np.linalg.norm(l))
+    if kind == "pnorm":
+        return float(np.linalg.norm(r * (l - z), 3.0))
+    raise AssertionError(kind)
+
+
+_SCAL = {
+    "pbi": lambda l, r, z: pbi_weights(l, r, z, penalty=5.0),
+    "aasf": lambda l, r, z: aasf_weights(l, r, z, rho=1e-2),
+    "aug_chebyshev": lambda l, r, z: aug_chebyshev_weights(l, r, z, rho=1e-2),
+    "cosmos": lambda l, r, z: cosmos_weights(l, r, penalty=2.0),
+    "pnorm": lambda l, r, z: pnorm_weights(l, r, z, p=3.0),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SCAL))
+def test_scalarization_weights_are_finite_difference_gradients(kind):
+    rng = np.random.default_rng(5)
+    fn = jax.jit(_SCAL[kind])
+    for _ in range(5):
+        l = rng.uniform(0.3, 2.0, 3)
+        r = rng.uniform(0.2, 1.5, 3)
+        z = rng.uniform(-0.2, 0.1, 3)
+        w = np.asarray(fn(jnp.asarray(l), jnp.asarray(r), jnp.asarray(z)))
+        h = 1e-6
+        fd = np.array([
+            (_values(kind, l + h * e, r, z) - _values(kind, l - h * e, r, z)) / (2 * h)
+            for e in np.eye(3)
+        ])
+        np.testing.assert_allclose(w, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_scalarization_kinks_bad_inputs_and_float32():
+    r = jnp.array([1.0, 2.0])
+    on_ray = jnp.array([2.0, 4.0])  # PBI: d2 = 0 -> subgradient r̂
+    np.testing.assert_allclose(pbi_weights(on_ray, r), r / jnp.linalg.norm(r), rtol=1e-12)
+    np.testing.assert_allclose(cosmos_weights(jnp.zeros(2), r), r)  # l = 0
+    np.testing.assert_allclose(pnorm_weights(jnp.zeros(2), r), 0)  # S = 0
+    np.testing.assert_allclose(aug_chebyshev_weights(jnp.zeros(2), r), 0)  # sgn(0) = 0
+    for fn in _SCAL.values():
+        w = fn(jnp.array([jnp.nan, 1.0]), r, jnp.zeros(2))
+        np.testing.assert_allclose(w, r)  # non-finite losses: the linear weights
+        w32 = fn(jnp.array([0.5, 1.5], jnp.float32), r.astype(jnp.float32), jnp.zeros(2, jnp.float32))
+        w64 = fn(jnp.array([0.5, 1.5]), r, jnp.zeros(2))
+        assert w32.dtype == jnp.float32
+        np.testing.assert_allclose(w32, w64, rtol=1e-5, atol=1e-6)
+        # m = 1 works
+        assert np.all(np.isfinite(fn(jnp.array([0.7]), jnp.array([1.0]), jnp.zeros(1))))
+    with pytest.raises(ValueError, match="preference"):
+        pbi_weights(jnp.ones(2), jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="`p`"):
+        pnorm_weights(jnp.ones(2), p=0.5)
+    with pytest.raises(ValueError, match="losses"):
+        w = jp.weighting.pbi()
+        w.update(jnp.eye(2), w.init(2))
+
+
+def test_scalarization_transform_is_the_gradient_of_s_and_hypernetwork_rule():
+    # jp.pbi over a Jacobian: d = Σ_i (∂S/∂l_i) ∇l_i = ∇_θ S(l(θ)) (chain rule, autodiff).
+    a = jnp.array([[1.0, 0.5, -0.2], [0.3, -1.0, 0.8]])
+
+    def losses_fn(theta):
+        return jnp.sum((a - theta) ** 2, axis=1)
+
+    theta = jnp.array([0.2, -0.1, 0.4])
+    r = jnp.array([0.7, 1.3])
+    losses, jac_ = jp.value_and_jacobian(losses_fn)(theta)
+    tx = jp.pbi(r)
+    d, _ = tx.update(jac_, tx.init(theta), theta, losses=losses)
+
+    def s(th):
+        l = losses_fn(th)
+        rh = r / jnp.linalg.norm(r)
+        d1 = l @ rh
+        return d1 + 5.0 * jnp.linalg.norm(l - d1 * rh)
+
+    np.testing.assert_allclose(d, jax.grad(s)(theta), rtol=1e-10)
+    # Hypernetwork: rule="pbi" (one backward pass) = rule=jp.weighting.pbi() (Jacobian path).
+    hn = jp.hypernetwork
+    target = {"w": jnp.zeros(3)}
+    hp = hn.init(jax.random.PRNGKey(0), target, num_tasks=2, hidden=(4,))
+
+    def loss_fn(p):
+        return losses_fn(p["w"])
+
+    opt = optax.sgd(0.1)
+    key = jax.random.PRNGKey(1)
+    out = []
+    for rule in ("pbi", jp.weighting.pbi()):
+        step = hn.train_step(loss_fn, opt, rule=rule, num_preferences=3)
+        new, _, info = step(hp, opt.init(hp), key)
+        out.append(new)
+    for x, y in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(out[1])):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)

@@ -73,7 +73,7 @@ from jaxpareto import metrics as _metrics
 from jaxpareto import transforms as _tx
 from jaxpareto._validate import check_float, check_preference, is_concrete
 from jaxpareto.weighting.base import Weighting
-from jaxpareto.weighting.scalarization import chebyshev_weights
+from jaxpareto.weighting.scalarization import LOSS_RULES, chebyshev_weights
 
 __all__ = [
     "HyperParams",
@@ -95,7 +95,7 @@ _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,
     "softplus": jax.nn.softplus,
 }
-_RULES = ("linear", "chebyshev", "epo")
+_RULES = ("linear", "chebyshev", "epo", *LOSS_RULES)
 
 
 # ---------------------------------------------------------------------------
@@ -582,6 +582,9 @@ def train_step(
       the Jacobian ``∂l_k/∂φ`` over all of ``φ``, as in PHN-EPO (``epo_kwargs`` go to
       :func:`jaxpareto.weighting.epo.epo`); PHN trains on ``Σ (m·w_i) l_i``, which is
       ``scale="num_tasks"``;
+    * ``"pbi"``, ``"cosmos"``, ``"aasf"``, ``"aug_chebyshev"``, ``"pnorm"``: the raw
+      gradient ``∂S/∂l`` of that scalarization at ``(l_k, r_k)`` with its default
+      options (:mod:`jaxpareto.weighting.scalarization`; one backward pass);
     * a :class:`jaxpareto.weighting.Weighting`: the same Jacobian path with any
       weighting; ``preference=r_k`` is passed at update time.
 
@@ -644,6 +647,8 @@ def train_step(
             losses, vjp = jax.vjp(lambda phi: jax.vmap(lambda r: losses_at(phi, r))(prefs), hparams)
             if resolved == "linear":
                 weights = prefs / jnp.sum(prefs, axis=1, keepdims=True)
+            elif resolved in LOSS_RULES:
+                weights = jax.vmap(LOSS_RULES[resolved])(losses, prefs)
             else:
                 weights = jax.vmap(
                     lambda l, r: chebyshev_weights(l, r, ideal, smoothing=smoothing)

@@ -423,6 +423,11 @@ SHORTHANDS = (
     "gradvac",
     "graddrop",
     "fairgrad",
+    "pbi",
+    "cosmos",
+    "aasf",
+    "aug_chebyshev",
+    "pnorm",
 )
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
@@ -447,3 +452,8 @@ config = _shorthand("config")
 gradvac = _shorthand("gradvac")
 graddrop = _shorthand("graddrop")
 fairgrad = _shorthand("fairgrad")
+pbi = _shorthand("pbi")
+cosmos = _shorthand("cosmos")
+aasf = _shorthand("aasf")
+aug_chebyshev = _shorthand("aug_chebyshev")
+pnorm = _shorthand("pnorm")

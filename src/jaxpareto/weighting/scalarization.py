@@ -216,3 +216,277 @@ def smooth_chebyshev(
     if smoothing is None or not smoothing > 0:
         raise ValueError(f"`smoothing` must be a positive float, got {smoothing!r}.")
     return chebyshev(preference, ideal, smoothing=smoothing)
+
+
+# ---------------------------------------------------------------------------------------
+# Scalarizations from the decomposition literature, as weightings whose weights are the
+# *raw* gradient ``∂S/∂l`` of the scalarization ``S(l)`` (not normalised: the update is
+# ``Σ_i (∂S/∂l_i) ∇l_i = ∇_θ S(l(θ))`` exactly, and PBI / COSMOS weights can be negative).
+# Kinks (a max, a zero norm) get a documented subgradient; a non-finite loss vector gives
+# the linear weights ``r`` (finite), and the transforms skip such a step anyway.
+
+
+def _scal_inputs(losses, preference, ideal):
+    losses = jnp.asarray(losses)
+    if losses.ndim != 1:
+        raise ValueError(f"`losses` must be a vector [m], got shape {losses.shape}.")
+    m = losses.shape[0]
+    losses = check_vector(losses, m, "losses")
+    if preference is None:
+        preference = jnp.ones((m,), losses.dtype)
+    preference = check_preference(preference, m)
+    dtype = working_dtype(losses, preference)
+    r, _ = _safe_preference(preference.astype(dtype))
+    z = jnp.zeros(m, dtype) if ideal is None else check_vector(ideal, m, "ideal").astype(dtype)
+    l = losses.astype(dtype)
+    finite = jnp.all(jnp.isfinite(l)) & jnp.all(jnp.isfinite(z))
+    x = jnp.where(finite, l - z, 0)
+    return x, r, finite
+
+
+def _soft_argmax(v, smoothing):
+    if smoothing is None:
+        return jax.nn.one_hot(jnp.argmax(v), v.shape[0], dtype=v.dtype)
+    return jax.nn.softmax(v / smoothing)
+
+
+def _check_positive(value, name):
+    if value is None or not value > 0:
+        raise ValueError(f"`{name}` must be a positive float, got {value!r}.")
+    return float(value)
+
+
+def _check_nonneg(value, name):
+    if value is None or not value >= 0:
+        raise ValueError(f"`{name}` must be a float >= 0, got {value!r}.")
+    return float(value)
+
+
+def pbi_weights(losses, preference=None, ideal=None, *, penalty: float = 5.0) -> jax.Array:
+    """∂S/∂l of penalty-based boundary intersection (Zhang & Li, IEEE TEC 2007, MOEA/D,
+    eq. 7; pymoo's ``PBI``): with ``r̂ = r / ‖r‖`` and ``v = l − z``,
+
+        d₁ = ⟨v, r̂⟩,   d₂ = ‖v − d₁ r̂‖,   S = d₁ + θ d₂,
+        ∂S/∂l = r̂ + θ (v − d₁ r̂) / d₂.
+
+    On the ray (``d₂ = 0``, where ``S`` has a kink) the subgradient ``r̂`` is used.
+
+    Args:
+      losses: ``[m]``; preference: ``[m]`` positive (default ones); ideal: ``[m]``
+        ``z`` (default zeros); penalty: ``θ ≥ 0`` (default 5, MOEA/D's and pymoo's).
+    """
+    penalty = _check_nonneg(penalty, "penalty")
+    x, r, finite = _scal_inputs(losses, preference, ideal)
+    rh = r / jnp.linalg.norm(r)
+    d1 = x @ rh
+    res = x - d1 * rh
+    d2 = jnp.linalg.norm(res)
+    tiny = jnp.finfo(x.dtype).tiny
+    w = rh + penalty * jnp.where(d2 > jnp.sqrt(tiny), res / jnp.where(d2 > 0, d2, 1), 0)
+    return jnp.where(finite, w, r)
+
+
+def cosmos_weights(losses, preference=None, *, penalty: float = 1.0) -> jax.Array:
+    """∂S/∂l of the COSMOS objective (Ruchte & Grabocka, ICDM 2021, "Scalable Pareto
+    front approximation for deep multi-objective learning", eq. 4):
+
+        S = rᵀl − λ cos(r, l),
+        ∂S/∂l = r − λ (r / (‖r‖‖l‖) − (rᵀl) l / (‖r‖‖l‖³)).
+
+    At ``l = 0`` (cosine undefined) the cosine term's subgradient 0 is used.
+
+    Args:
+      losses: ``[m]``; preference: ``[m]`` positive (default ones); penalty: ``λ ≥ 0``
+        (default 1, a choice: the paper tunes λ per problem).
+    """
+    penalty = _check_nonneg(penalty, "penalty")
+    x, r, finite = _scal_inputs(losses, preference, None)
+    nl, nr = jnp.linalg.norm(x), jnp.linalg.norm(r)
+    tiny = jnp.finfo(x.dtype).tiny
+    safe = jnp.where(nl > jnp.sqrt(tiny), nl, 1)
+    dcos = r / (nr * safe) - (r @ x) * x / (nr * safe**3)
+    w = r - penalty * jnp.where(nl > jnp.sqrt(tiny), dcos, 0)
+    return jnp.where(finite, w, r)
+
+
+def aasf_weights(
+    losses, preference=None, ideal=None, *, rho: float = 1e-4, smoothing: float | None = None
+) -> jax.Array:
+    """∂S/∂l of the augmented achievement scalarizing function (Wierzbicki 1980, "The use
+    of reference objectives in multiobjective optimization"; pymoo's ``AASF``):
+
+        S = max_i (l_i − z_i) / r_i + ρ Σ_i (l_i − z_i) / r_i,
+        ∂S/∂l = e_k / r_k + ρ / r,    k = argmax_i (l_i − z_i) / r_i.
+
+    ``r`` acts as a reference *direction* (division, as in pymoo), unlike the
+    Tchebycheff weights. Ties take the first index; ``smoothing = μ > 0`` replaces
+    ``e_k`` by ``softmax(((l − z)/r) / μ)`` (the gradient of the log-sum-exp smoothing).
+
+    Args:
+      losses, preference (positive, default ones), ideal (default zeros);
+      rho: augmentation ``ρ ≥ 0``; smoothing: ``None`` (hard max) or ``μ > 0``.
+    """
+    rho = _check_nonneg(rho, "rho")
+    if smoothing is not None:
+        smoothing = _check_positive(smoothing, "smoothing")
+    x, r, finite = _scal_inputs(losses, preference, ideal)
+    v = x / r
+    w = _soft_argmax(v, smoothing) / r + rho / r
+    return jnp.where(finite, w, r)
+
+
+def aug_chebyshev_weights(
+    losses, preference=None, ideal=None, *, rho: float = 1e-3, smoothing: float | None = None
+) -> jax.Array:
+    """∂S/∂l of the augmented weighted Tchebycheff scalarization (Steuer & Choo,
+    Math. Programming 1983, "An interactive weighted Tchebycheff procedure for multiple
+    objective programming", eq. 3):
+
+        S = max_i r_i |l_i − z_i| + ρ Σ_i |l_i − z_i|,
+        ∂S/∂l = r_k sgn(l_k − z_k) e_k + ρ sgn(l − z).
+
+    The augmentation removes the weakly Pareto-optimal solutions of the plain
+    Tchebycheff problem. ``sgn(0) = 0`` and ties take the first index (subgradients);
+    ``smoothing = μ > 0`` replaces ``e_k`` by the softmax of ``r ⊙ |l − z| / μ``.
+
+    Args:
+      losses, preference (positive, default ones), ideal (default zeros);
+      rho: ``ρ ≥ 0``; smoothing: ``None`` or ``μ > 0``.
+    """
+    rho = _check_nonneg(rho, "rho")
+    if smoothing is not None:
+        smoothing = _check_positive(smoothing, "smoothing")
+    x, r, finite = _scal_inputs(losses, preference, ideal)
+    s = jnp.sign(x)
+    w = _soft_argmax(r * jnp.abs(x), smoothing) * r * s + rho * s
+    return jnp.where(finite, w, r)
+
+
+def pnorm_weights(losses, preference=None, ideal=None, *, p: float = 2.0) -> jax.Array:
+    """∂S/∂l of the weighted ``p``-norm scalarization (compromise programming, Yu 1973;
+    Miettinen 1999, Sec. 3.4): ``S = ‖r ⊙ (l − z)‖_p``, ``p ≥ 1``,
+
+        ∂S/∂l_i = r_i sgn(x_i) |x_i|^{p−1} / S^{p−1},   x = r ⊙ (l − z).
+
+    ``p = 1`` is the linear scalarization (on ``l ≥ z``) and ``p → ∞`` Tchebycheff. At
+    ``S = 0`` the subgradient 0 is used.
+
+    Args:
+      losses, preference (positive, default ones), ideal (default zeros); p: ``≥ 1``.
+    """
+    if p is None or not p >= 1:
+        raise ValueError(f"`p` must be a float >= 1, got {p!r}.")
+    p = float(p)
+    x, r, finite = _scal_inputs(losses, preference, ideal)
+    y = r * x
+    a = jnp.abs(y)
+    scale = jnp.max(a)
+    tiny = jnp.finfo(x.dtype).tiny
+    ok = scale > tiny
+    u = a / jnp.where(ok, scale, 1)  # scaled to avoid overflow of |x|^p
+    norm_u = jnp.sum(u**p) ** (1 / p)
+    w = r * jnp.sign(y) * u ** (p - 1) / jnp.where(ok, norm_u, 1) ** (p - 1)
+    w = jnp.where(ok, w, 0)
+    return jnp.where(finite, w, r)
+
+
+def _loss_weighting(fn, preference, name, num_tasks=None, **options) -> Weighting:
+    default = factory_preference(preference)
+    fixed = None if default is None else default.shape[0]
+    if num_tasks is not None and fixed is not None and num_tasks != fixed:
+        raise ValueError(f"`num_tasks`={num_tasks} disagrees with len(preference)={fixed}.")
+
+    def update(gram, state, *, losses=None, preference=None):
+        del gram
+        if losses is None:
+            raise ValueError(f"`losses` is required by the {name} weighting (pass losses=).")
+        m = state.weights.shape[0]
+        r = _resolve_preference(default, preference, m)
+        _, invalid = _safe_preference(jnp.asarray(r))
+        w = fn(losses, r, **options).astype(state.weights.dtype)
+        return w, ScalarizationState(w, invalid)
+
+    return Weighting(_init, update, fixed if num_tasks is None else num_tasks)
+
+
+def pbi(preference=None, *, num_tasks=None, ideal=None, penalty: float = 5.0) -> Weighting:
+    """PBI as a weighting: raw weights :func:`pbi_weights` (``update`` needs ``losses``;
+    a run-time ``preference`` overrides the one given here)."""
+    _check_nonneg(penalty, "penalty")
+    return _loss_weighting(
+        lambda l, r, **o: pbi_weights(l, r, ideal, **o),
+        preference,
+        "pbi",
+        num_tasks,
+        penalty=penalty,
+    )
+
+
+def cosmos(preference=None, *, num_tasks=None, penalty: float = 1.0) -> Weighting:
+    """COSMOS as a weighting: raw weights :func:`cosmos_weights` (needs ``losses``)."""
+    _check_nonneg(penalty, "penalty")
+    return _loss_weighting(cosmos_weights, preference, "cosmos", num_tasks, penalty=penalty)
+
+
+def aasf(
+    preference=None,
+    *,
+    num_tasks=None,
+    ideal=None,
+    rho: float = 1e-4,
+    smoothing: float | None = None,
+) -> Weighting:
+    """AASF as a weighting: raw weights :func:`aasf_weights` (needs ``losses``)."""
+    _check_nonneg(rho, "rho")
+    if smoothing is not None:
+        _check_positive(smoothing, "smoothing")
+    return _loss_weighting(
+        lambda l, r, **o: aasf_weights(l, r, ideal, **o),
+        preference,
+        "aasf",
+        num_tasks,
+        rho=rho,
+        smoothing=smoothing,
+    )
+
+
+def aug_chebyshev(
+    preference=None,
+    *,
+    num_tasks=None,
+    ideal=None,
+    rho: float = 1e-3,
+    smoothing: float | None = None,
+) -> Weighting:
+    """Augmented Tchebycheff as a weighting: raw weights :func:`aug_chebyshev_weights`."""
+    _check_nonneg(rho, "rho")
+    if smoothing is not None:
+        _check_positive(smoothing, "smoothing")
+    return _loss_weighting(
+        lambda l, r, **o: aug_chebyshev_weights(l, r, ideal, **o),
+        preference,
+        "aug_chebyshev",
+        num_tasks,
+        rho=rho,
+        smoothing=smoothing,
+    )
+
+
+def pnorm(preference=None, *, num_tasks=None, ideal=None, p: float = 2.0) -> Weighting:
+    """Weighted ``p``-norm as a weighting: raw weights :func:`pnorm_weights`."""
+    if p is None or not p >= 1:
+        raise ValueError(f"`p` must be a float >= 1, got {p!r}.")
+    return _loss_weighting(
+        lambda l, r, **o: pnorm_weights(l, r, ideal, **o), preference, "pnorm", num_tasks, p=p
+    )
+
+
+# Loss-only rules for :func:`jaxpareto.hypernetwork.train_step` (``rule=<name>``): each
+# maps ``(losses [m], preference [m]) -> weights [m]`` with the defaults above.
+LOSS_RULES = {
+    "pbi": pbi_weights,
+    "cosmos": cosmos_weights,
+    "aasf": aasf_weights,
+    "aug_chebyshev": aug_chebyshev_weights,
+    "pnorm": pnorm_weights,
+}
