@@ -389,3 +389,17 @@ def test_validation_errors():
         tx.update(jnp.ones(5), tx.init(jnp.ones(5)))
     with pytest.raises(ValueError, match="shape"):
         tx.update(jnp.ones(5), tx.init(jnp.ones(5)), losses=jnp.ones(2))
+
+
+def test_readme_snippet_runs_and_descends():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("## Loss-based weightings")
+    code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "README-loss-based", "exec"), ns)
+    first = np.asarray(ns["loss_fn"](jnp.zeros(2), ns["batch"]))
+    assert np.all(np.asarray(ns["losses"]) < first)
+    assert int(ns["state"][0].skipped) == 0

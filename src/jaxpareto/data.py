@@ -82,11 +82,17 @@ __all__ = [
     "BOTTOM_RIGHT_OFFSET",
 ]
 
+#: Where Debian's ``dataset-fashion-mnist`` package installs the Fashion-MNIST IDX files.
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-CANVAS = 36  # side of the multi-task canvas (PMTL's stored size, never resized)
-ITEM = 28  # side of one MNIST / Fashion-MNIST item
-BOTTOM_RIGHT_OFFSET = CANVAS - ITEM  # 8: the bottom-right item's unshifted offset
-MAX_SHIFT = 4  # "each digit can be moved up to 4 pixels in each direction" (PMTL)
+#: Side of the multi-task canvas in pixels (the stored size of Lin et al. 2019, never resized).
+CANVAS = 36
+#: Side of one MNIST / Fashion-MNIST item in pixels.
+ITEM = 28
+#: Row and column offset (8) of the bottom-right item before its random shift.
+BOTTOM_RIGHT_OFFSET = CANVAS - ITEM
+#: Largest shift of an item in each direction, in pixels ("each digit can be moved up to
+#: 4 pixels in each direction", Lin et al., NeurIPS 2019).
+MAX_SHIFT = 4
 
 _SOURCE_NAMES = ("mnist", "fashion")
 # Subdirectories of a data root searched for each name before the root itself; the

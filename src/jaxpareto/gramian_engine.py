@@ -710,8 +710,10 @@ def gramian_vjp(
       :func:`gramian_aggregate` then skips the step (as :func:`jaxpareto.aggregate`).
 
     Raises:
-      ValueError / TypeError at trace time for a ``fun`` that does not return one
-      floating array of the right rank, or for non-floating differentiated leaves.
+      ValueError: here for an unknown ``order``; at trace time for ``argnums`` out of
+        range or empty, or a ``fun`` that does not return one array of the right rank
+        (a pair with ``has_aux``).
+      TypeError: at trace time for non-floating losses or differentiated leaves.
     """
 
     _check_order(order)
@@ -800,6 +802,9 @@ def value_and_gramian(
     ``value_and_gramian(fun)(*args) -> (losses[m], gram[m, m])`` (or
     ``((losses, aux), gram)``). Use :func:`gramian_vjp` when the update
     ``∇ Σ w_i l_i`` is needed too: it shares the forward pass.
+
+    Raises:
+      ValueError, TypeError: as :func:`gramian_vjp`.
     """
     engine = gramian_vjp(
         fun, argnums=argnums, has_aux=has_aux, per_example=per_example, order=order
@@ -844,6 +849,11 @@ def gramian_aggregate(
     zeros (or NaNs with ``nonfinite="nan"``), keeps the previous weights and increments
     ``state.skipped``. A NaN/inf anywhere in a Jacobian row reaches the Gramian's
     diagonal, so guarding the Gramian guards the Jacobian the engine never builds.
+
+    Raises:
+      ValueError: bad ``num_tasks``, ``scale`` or ``nonfinite`` (as
+        :func:`jaxpareto.aggregate`).
+      TypeError: in ``update``, when ``updates`` is not a :class:`GramianVJP`.
     """
     inner = aggregate(weighting, num_tasks=num_tasks, scale=scale, dtype=dtype, nonfinite=nonfinite)
 

@@ -54,7 +54,10 @@ __all__ = [
     "LENET_INPUT",
 ]
 
-LENET_INPUT = 36  # side of the Multi-MNIST canvas the LeNet expects
+#: Side in pixels of the Multi-MNIST canvas the LeNet expects (``[B, 36, 36]`` images).
+LENET_INPUT = 36
+#: Layer widths of the River-Flow network of Mahapatra & Rajan (ICML 2020): 64 inputs,
+#: hidden layers of 32, 16 and 8 units, 8 task outputs.
 RIVER_SIZES = (64, 32, 16, 8, 8)
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,

@@ -53,7 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
+#: Name of the mesh axis the batch is split over (data parallelism).
 DATA = "data"
+#: Name of the mesh axis the parameters are sharded over (model parallelism).
 MODEL = "model"
 
 __all__ = [

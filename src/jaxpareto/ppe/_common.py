@@ -16,8 +16,11 @@ from jaxpareto._validate import is_concrete
 from jaxpareto.status import Status
 
 # Cost model, in gradient-evaluation equivalents (see the package docstring).
+#: Cost of one gradient of a scalar loss (the unit; a Jacobian of ``m`` losses costs ``m``).
 COST_GRADIENT = 1.0
+#: Cost of one evaluation of ``loss_fn`` alone (no derivative).
 COST_FORWARD = 0.5
+#: Cost of one Hessian-vector product (forward-over-reverse).
 COST_HVP = 2.0
 
 

@@ -86,7 +86,8 @@ from jaxpareto.weighting.min_norm import min_norm_weights
 
 _CORRECTOR_METHODS = ("kkt", "mgda", "epo")
 _CONSTRAINTS = ("loss", "alpha")
-KKT_STEPS = 12  # default Newton budget
+#: Default number of Newton iterations of the ``"kkt"`` corrector.
+KKT_STEPS = 12
 
 
 class CorrectorResult(NamedTuple):
@@ -608,8 +609,9 @@ def corrector(
       eps: EPO's non-uniformity threshold.
       alpha, target, normal, constraint: ``"kkt"`` only (above).
       rtol: ``"kkt"``: relative tolerance (default 1e-10 float64, 1e-4 float32).
-      damping, gmres_maxiter, gmres_tol, gmres_restart, batched, preconditioner,
-        preconditioner_probes: ``"kkt"``: the Krylov solves, as in
+      damping, gmres_maxiter, gmres_tol, gmres_restart: ``"kkt"``: the Krylov solves,
+        as in :func:`~jaxpareto.ppe.tangent`.
+      batched, preconditioner, preconditioner_probes: ``"kkt"``: as in
         :func:`~jaxpareto.ppe.tangent`.
       batches: optional chunked data (every method), as in :func:`~jaxpareto.ppe.tangent`:
         every loss, gradient and HVP is the mean over the chunks.

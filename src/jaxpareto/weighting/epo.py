@@ -188,9 +188,12 @@ def epo_weights(
       (the preference is cast to it; half precision is solved in float32 and cast back).
 
     Raises:
-      ValueError / TypeError at trace time (naming the argument) for a non-square
-      Gramian, wrongly shaped losses or preference, a concrete preference that
-      is non-finite or not positive, or a bad option.
+      ValueError: at trace time, naming the argument: a non-square Gramian, wrongly
+        shaped losses or preference, a concrete preference that is non-finite or not
+        positive, or a bad option (``eps``, ``adjustment``, ``descent``, ``fallback``,
+        ``max_iter``).
+      TypeError: a non-floating Gramian or losses, a boolean preference, or a
+        non-bool ``differentiable``.
     """
     _check_options(eps, adjustment, descent, fallback)
     if max_iter is not None and (
@@ -401,6 +404,11 @@ def epo(
       ``update(gram, state, *, losses, preference=None) -> (weights, EpoState)``; an
       update-time ``preference`` overrides the factory's. ``losses`` is required. The
       returned weights have the dtype of ``state.weights``.
+
+    Raises:
+      ValueError: here for a bad option or a concrete preference that is not finite and
+        positive; in ``init`` for a ``num_tasks`` other than the preference's ``m``; in
+        ``update`` without ``losses`` or for the errors of :func:`epo_weights`.
     """
     _check_options(eps, adjustment, descent, fallback)
     default = factory_preference(preference)

@@ -168,8 +168,9 @@ def linprog_simplex(
       like ``MAX_ITER``, return the uniform point.
 
     Raises:
-      ValueError / TypeError at trace time for wrong shapes or dtypes (naming the
-      argument) or a bad ``max_iter``.
+      ValueError: at trace time, naming the argument: wrong shapes of ``c``, ``a_ub``,
+        ``b_ub``, ``mask`` or ``col_scale``, or a ``max_iter`` that is not a positive int.
+      TypeError: non-floating ``c``, ``a_ub`` or ``b_ub``, or a non-boolean ``mask``.
     """
     c, a_ub, b_ub, mask, max_iter = _validate(c, a_ub, b_ub, mask, max_iter)
     out_dtype = jnp.result_type(c, a_ub, b_ub)

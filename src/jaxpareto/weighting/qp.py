@@ -548,9 +548,12 @@ def solve_qp(
       are cast to it; half precision is solved in float32 and cast back).
 
     Raises:
-      ValueError / TypeError at trace time, naming the argument: non-square or non-float
-      ``quad``, wrongly shaped ``linear``/``lower``/``upper``, concrete bounds with NaN or
-      ``lower > upper``, a non-scalar or non-finite ``total``, bad options.
+      ValueError: at trace time, naming the argument: a non-square ``quad``, wrongly
+        shaped ``linear``/``lower``/``upper``, concrete bounds with NaN or
+        ``lower > upper``, a non-finite ``total``, or bad options (``max_iter``, ``tol``,
+        ``polish_iter``).
+      TypeError: a non-floating ``quad``, ``linear``, ``lower`` or ``upper``, or a
+        ``total`` that is not a real scalar.
 
     Example (DualProj: the mean gradient projected onto the dual cone)::
 
@@ -617,6 +620,15 @@ def qp_kkt_residual(
     Any point can be checked (e.g. another solver's answer). Without ``total`` the
     ``dual_eq`` argument is ignored; with it, pass the equality multiplier ``y`` (in the
     problem's units, as :attr:`QPResult.dual_eq`).
+
+    Returns:
+      Scalar residual in the working dtype of ``quad`` and ``linear``, on the problem
+      divided by ``s = max(maxᵢ |Qᵢᵢ|, ‖c‖∞)``: ``max(dual, max(comp, primal) /
+      max(1, ‖x‖∞))`` with the dual-feasibility (sign of the gradient), complementarity
+      and bound/equality violations.
+
+    Raises:
+      ValueError, TypeError: as :func:`solve_qp` for the problem data.
     """
     quad, linear, lower, upper, total = _validate(quad, linear, lower, upper, total)
     dtype = working_dtype(quad, linear)
@@ -665,6 +677,11 @@ def project_dual_cone(
     Returns:
       :class:`QPResult` with ``x = v`` (``[m]`` or ``[k, m]``, every field batched).
       ``G v ≥ 0`` (the projected direction conflicts with no task) up to ``tol``.
+
+    Raises:
+      ValueError: ``bounds`` of rank other than 1 or 2, or the errors of
+        :func:`solve_qp`.
+      TypeError: a non-floating ``gram`` or ``bounds``.
     """
     bounds = jnp.asarray(bounds)
     if bounds.ndim == 1:
