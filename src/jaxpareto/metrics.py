@@ -8,6 +8,10 @@ function                       jit/vmap  cost
 ``non_uniformity``             yes       ``O(m)``; leading batch axes allowed
 ``ray_cosine``                 yes       ``O(m)``; leading batch axes allowed
 ``igd`` / ``igd_plus``         yes       ``O(p q m)``, chunked over the front
+``gd`` / ``gd_plus``           yes       ``O(p q m)``, chunked over the points
+``spacing`` / ``lmin``         yes       ``O(p² m)``
+``sparsity``                   yes       ``O(p² m)`` (dominance filter) + sorts
+``delta_m``                    yes       ``O(K)``; leading batch axes allowed
 ``hypervolume``                yes       exact; ``O(n log n)`` for m = 2, ``O(n²)`` for
                                          m = 3, ``O(n^(m−1))`` for m ≥ 4 (small sets)
 ``hypervolume_contributions``  yes       ``n`` times ``hypervolume``
@@ -34,6 +38,7 @@ sets outside ``jit`` a dedicated C implementation (e.g. ``moocore``) is faster.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -49,6 +54,12 @@ __all__ = [
     "ray_cosine",
     "igd",
     "igd_plus",
+    "gd",
+    "gd_plus",
+    "spacing",
+    "sparsity",
+    "lmin",
+    "delta_m",
     "hypervolume",
     "hypervolume_contributions",
     "das_dennis",
@@ -240,6 +251,223 @@ def igd_plus(points, front) -> jax.Array:
     Args and returns as :func:`igd`.
     """
     return _front_distance(points, front, "igd_plus", plus=True)
+
+
+def _generational_distance(points, front, fn: str, plus: bool) -> jax.Array:
+    points = _point_set(points, "points", fn)
+    front = _point_set(front, "front", fn)
+    if points.shape[1] != front.shape[1]:
+        raise ValueError(
+            f"{fn}: `points` {points.shape} and `front` {front.shape} need the same number "
+            "of objectives m."
+        )
+    if points.shape[0] == 0 or front.shape[0] == 0:
+        raise ValueError(
+            f"{fn}: `points` and `front` must be non-empty, got {points.shape} and {front.shape}."
+        )
+    dtype = jnp.result_type(points.dtype, front.dtype)
+    points, front = points.astype(dtype), front.astype(dtype)
+    finite = jnp.all(jnp.isfinite(points), axis=1)
+    safe_points = jnp.where(finite[:, None], points, 0)
+
+    def nearest(a):  # a: [m], one obtained point -> distance to the nearest front point
+        diff = a - front
+        if plus:
+            # GD+ (Ishibuchi et al. 2015): only the part where a is worse than z.
+            diff = jnp.maximum(diff, 0)
+        return jnp.min(jnp.sqrt(jnp.sum(diff * diff, axis=1)))
+
+    batch = max(1, min(points.shape[0], _CHUNK_ELEMENTS // max(1, front.size)))
+    d = jax.lax.map(nearest, safe_points, batch_size=batch)
+    count = jnp.sum(finite)
+    total = jnp.sum(jnp.where(finite, d, 0))
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.inf)
+
+
+def gd(points, front) -> jax.Array:
+    """Generational distance ``GD(P, F) = (1/|P|) Σ_{p ∈ P} min_{z ∈ F} ‖p − z‖₂``.
+
+    Van Veldhuizen & Lamont (1998) with exponent 1, as in pymoo's ``GD`` (their original
+    ``(Σ d_p²)^{1/2}/|P|`` is not used). Measures convergence only: a single point on the
+    front scores 0.
+
+    Args:
+      points: ``[p, m]`` obtained loss vectors. Rows with a non-finite entry are
+        ignored (not counted in ``|P|``); if every row is non-finite the result is
+        ``+inf``.
+      front: ``[q, m]`` reference front (finite).
+
+    Returns:
+      scalar in the common dtype of the inputs. Jittable; memory bounded by mapping
+      over chunks of ``points``.
+    """
+    return _generational_distance(points, front, "gd", plus=False)
+
+
+def gd_plus(points, front) -> jax.Array:
+    """GD+ (Ishibuchi et al. 2015, EMO): :func:`gd` with ``d⁺(p, z) = ‖max(p − z, 0)‖₂``
+    (only the amount by which ``p`` is worse than ``z`` counts), as pymoo's ``GDPlus``.
+
+    Args and returns as :func:`gd`.
+    """
+    return _generational_distance(points, front, "gd_plus", plus=True)
+
+
+def _finite_rows(points, fn: str):
+    points = _point_set(points, "points", fn)
+    return points, jnp.all(jnp.isfinite(points), axis=1)
+
+
+def _pairwise(points, finite, ord_: int):
+    """``[n, n]`` pairwise distances (1- or 2-norm); ``+inf`` on the diagonal and for
+    pairs with a non-finite row."""
+    safe = jnp.where(finite[:, None], points, 0)
+    diff = safe[:, None, :] - safe[None, :, :]
+    if ord_ == 1:
+        d = jnp.sum(jnp.abs(diff), axis=-1)
+    else:
+        d = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+    n = points.shape[0]
+    valid = finite[:, None] & finite[None, :] & ~jnp.eye(n, dtype=bool)
+    return jnp.where(valid, d, jnp.inf)
+
+
+def spacing(points) -> jax.Array:
+    """Schott's (1995) spacing ``S = √(Σ_i (d̄ − d_i)² / (n − 1))``, where
+    ``d_i = min_{j ≠ i} Σ_k |p_{ik} − p_{jk}|`` (nearest neighbour in the 1-norm) and
+    ``d̄`` their mean. ``S = 0`` for evenly spaced points.
+
+    Schott's definition divides by ``n − 1``; pymoo's ``SpacingIndicator`` divides by
+    ``n`` (multiply ours by ``√((n − 1)/n)`` to compare).
+
+    Args:
+      points: ``[n, m]``; rows with a non-finite entry are ignored.
+
+    Returns:
+      scalar; ``0`` when fewer than two finite rows remain. Jittable.
+    """
+    points, finite = _finite_rows(points, "spacing")
+    return _spacing(points, finite)
+
+
+@jax.jit
+def _spacing(points, finite):
+    if points.shape[0] < 2:
+        return jnp.zeros((), points.dtype)
+    d = jnp.min(_pairwise(points, finite, 1), axis=1)
+    count = jnp.sum(finite)
+    d = jnp.where(finite, d, 0)
+    mean = jnp.sum(d) / jnp.maximum(count, 1)
+    var = jnp.sum(jnp.where(finite, (d - mean) ** 2, 0)) / jnp.maximum(count - 1, 1)
+    return jnp.where(count >= 2, jnp.sqrt(var), 0)
+
+
+def _non_dominated_mask(points, finite):
+    """``[n]`` bool: finite rows that no other finite row dominates (minimisation)."""
+    le = jnp.all(points[None, :, :] <= points[:, None, :], axis=-1)
+    lt = jnp.any(points[None, :, :] < points[:, None, :], axis=-1)
+    dominated = jnp.any(le & lt & finite[None, :], axis=1)
+    return finite & ~dominated
+
+
+def sparsity(points, *, non_dominated: bool = True) -> jax.Array:
+    """Sparsity ``(1/(n − 1)) Σ_k Σ_i (P̃_k(i) − P̃_k(i + 1))²``, with ``P̃_k`` the k-th
+    objective's values sorted (Xu et al. 2020, "Prediction-guided multi-objective
+    reinforcement learning", ICML, Sec. 3; the definition PHN/LibMOON report). Lower
+    means a denser front; it is not normalised by the front's extent.
+
+    Args:
+      points: ``[n, m]``; rows with a non-finite entry are ignored.
+      non_dominated: first drop the dominated rows, as LibMOON does (``n`` counts the
+        rows kept).
+
+    Returns:
+      scalar; ``0`` when fewer than two rows are kept. Jittable (static
+      ``non_dominated``).
+    """
+    points, finite = _finite_rows(points, "sparsity")
+    return _sparsity(points, finite, bool(non_dominated))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sparsity(points, finite, non_dominated):
+    keep = _non_dominated_mask(points, finite) if non_dominated else finite
+    # Dropped rows sort to the end as +inf; gaps touching them are excluded.
+    vals = jnp.sort(jnp.where(keep[:, None], points, jnp.inf), axis=0)
+    gaps = jnp.diff(vals, axis=0)
+    total = jnp.sum(jnp.where(jnp.isfinite(gaps), gaps * gaps, 0))
+    count = jnp.sum(keep)
+    return jnp.where(count >= 2, total / jnp.maximum(count - 1, 1), 0)
+
+
+def lmin(points) -> jax.Array:
+    """Minimal pairwise Euclidean distance ``min_{i ≠ j} ‖p_i − p_j‖₂`` (the "Lmin"
+    uniformity measure LibMOON reports: larger means no two solutions crowd together).
+
+    Args:
+      points: ``[n, m]``; rows with a non-finite entry are ignored.
+
+    Returns:
+      scalar; ``+inf`` when fewer than two finite rows remain. Jittable.
+    """
+    points, finite = _finite_rows(points, "lmin")
+    return _lmin(points, finite)
+
+
+@jax.jit
+def _lmin(points, finite):
+    if points.shape[0] < 2:
+        return jnp.full((), jnp.inf, points.dtype)
+    return jnp.min(_pairwise(points, finite, 2))
+
+
+def delta_m(values, baseline, higher_is_better) -> jax.Array:
+    """Δm%: the average relative change of ``K`` task metrics against single-task
+    baselines, in percent (Maninis et al. 2019, CVPR; as reported by Liu et al.
+    2021 "Conflict-averse gradient descent" and Navon et al. 2022 "Nash-MTL"):
+
+    ``Δm = (100 / K) Σ_k (−1)^{h_k} (M_k − B_k) / B_k``,
+
+    ``h_k = 1`` when higher is better for metric ``k``. Positive Δm means worse than the
+    baselines on average, negative better.
+
+    Args:
+      values: ``[..., K]`` the method's metrics (leading axes are batch axes).
+      baseline: ``[K]`` (or broadcastable) single-task values ``B_k``, non-zero
+        (checked when concrete; a zero entry raises ``ValueError``).
+      higher_is_better: ``[K]`` booleans.
+
+    Returns:
+      ``[...]`` in percent, in the dtype of ``values``. Jittable.
+    """
+    fn = "delta_m"
+    values = check_float(values, "values")
+    if values.ndim < 1 or values.shape[-1] < 1:
+        raise ValueError(
+            f"{fn}: `values` must have shape [..., K] with K >= 1, got {values.shape}."
+        )
+    k = values.shape[-1]
+    baseline = jnp.asarray(baseline)
+    hib = jnp.asarray(higher_is_better)
+    if hib.dtype != jnp.bool_:
+        raise TypeError(f"{fn}: `higher_is_better` must be booleans, got dtype {hib.dtype}.")
+    for name, arr in (("baseline", baseline), ("higher_is_better", hib)):
+        if arr.ndim < 1 or arr.shape[-1] != k:
+            raise ValueError(
+                f"{fn}: `{name}` must have shape [..., {k}] to match `values` {values.shape}, "
+                f"got {arr.shape}."
+            )
+    if is_concrete(baseline):
+        b = np.asarray(baseline, dtype=np.float64)
+        if not np.all(np.isfinite(b)) or np.any(b == 0):
+            raise ValueError(f"{fn}: `baseline` must be finite and non-zero, got {b}.")
+    return _delta_m(values, baseline.astype(values.dtype), hib)
+
+
+@jax.jit
+def _delta_m(values, baseline, hib):
+    rel = (values - baseline) / baseline
+    return 100 * jnp.mean(jnp.where(hib, -rel, rel), axis=-1)
 
 
 # ---------------------------------------------------------------------------
