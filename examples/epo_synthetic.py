@@ -101,7 +101,7 @@ def run(
         for init_name, theta0 in inits.items():
             runs[f"epo_{init_name}"] = epo_run(theta0, r_j)
         pmtl_tx = optax.chain(
-            jp.pmtl(jnp.asarray(pmtl_refs), i, init_steps=pmtl_steps // 5), optax.sgd(PMTL_LR)
+            jp.pmtl(jnp.asarray(pmtl_refs), index=i, init_steps=pmtl_steps // 5), optax.sgd(PMTL_LR)
         )
         runs["pmtl_hard"] = jax.jit(lambda t0: _run(pmtl_tx, loss_fn, t0, pmtl_steps))(inits["hard"])
         runs["linear_easy"] = lin_run(inits["easy"], r_j)

@@ -146,7 +146,7 @@ def make_method(
             def make_tx(index):
                 # Built inside the vmapped function: `index` is traced, one program
                 # serves every sub-region.
-                return jp.pmtl(refs, index, scale="num_tasks", init_steps=pmtl_init_steps)
+                return jp.pmtl(refs, index=index, scale="num_tasks", init_steps=pmtl_init_steps)
 
         def init(params, preference, index):
             return make_tx(index).init(params)

@@ -19,6 +19,16 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+# XLA's persistent compilation cache, for local reruns only (opt-in; CI starts from a
+# fresh clone and its time budget does not count on it):
+#   JAXPARETO_TEST_CACHE=~/.cache/jaxpareto-xla make test
+# Programs that compiled in >= 0.2 s are stored; jax keys each entry on the program, the
+# jax/jaxlib version, the backend and the flags, so a stale entry is never reused.
+_CACHE_DIR = os.environ.get("JAXPARETO_TEST_CACHE")
+if _CACHE_DIR:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
 try:
     from hypothesis import HealthCheck, settings
 

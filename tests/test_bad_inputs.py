@@ -56,7 +56,7 @@ def _transform(name: str, m: int):
     return {
         "mgda": lambda: jp.mgda(num_tasks=m),
         "epo": lambda: jp.epo(r),
-        "pmtl": lambda: jp.pmtl(jnp.eye(m) + 0.2, 0),
+        "pmtl": lambda: jp.pmtl(jnp.eye(m) + 0.2, index=0),
         "linear": lambda: jp.linear(r),
         "chebyshev": lambda: jp.chebyshev(r),
     }[name]()
@@ -350,9 +350,9 @@ def _():
 def _():
     for index in (3, -1):
         with pytest.raises(ValueError, match=r"`index` must be an int in \[0, 3\)"):
-            jp.pmtl(jnp.eye(3) + 0.2, index)
+            jp.pmtl(jnp.eye(3) + 0.2, index=index)
     with pytest.raises(ValueError, match="`preferences` must be finite, non-negative"):
-        jp.pmtl(-(jnp.eye(3) + 0.2), 0)
+        jp.pmtl(-(jnp.eye(3) + 0.2), index=0)
 
 
 @case("int-template")
@@ -630,7 +630,7 @@ def _():
     params = {"w": jnp.ones(N)}
     g = jnp.asarray(G_GOOD[:1])
     for tx in (jp.linear(num_tasks=1), jp.chebyshev(jnp.ones(1)), jp.mgda(num_tasks=1),
-               jp.epo(jnp.ones(1)), jp.pmtl(jnp.ones((2, 1)), 0),
+               jp.epo(jnp.ones(1)), jp.pmtl(jnp.ones((2, 1)), index=0),
                jp.aggregate(jp.weighting.upgrad(), num_tasks=1),
                jp.aggregate(jp.weighting.cagrad(), num_tasks=1)):
         upd, state = jax.jit(lambda j: tx.update(j, tx.init(params), params, losses=jnp.ones(1)))(

@@ -176,7 +176,7 @@ def test_batched_preference_methods_match_per_model_transforms(name):
         if name == "epo":
             tx = jp.epo(pref, descent="restricted", scale="num_tasks")
         else:
-            tx = jp.pmtl(refs, k, scale="num_tasks", init_steps=2)
+            tx = jp.pmtl(refs, index=k, scale="num_tasks", init_steps=2)
         tx = optax.chain(tx, optax.sgd(lr))
 
         def step(carry, rows):

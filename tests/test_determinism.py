@@ -58,7 +58,7 @@ def _init(seed):
 TRANSFORMS = {
     "mgda": lambda: jp.mgda(num_tasks=M),
     "epo": lambda: jp.epo(R),
-    "pmtl": lambda: jp.pmtl(jnp.eye(M) + 0.2, 1, init_steps=20),
+    "pmtl": lambda: jp.pmtl(jnp.eye(M) + 0.2, index=1, init_steps=20),
     "linear": lambda: jp.linear(R),
     "chebyshev": lambda: jp.chebyshev(R),
 }

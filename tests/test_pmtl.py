@@ -80,7 +80,7 @@ def test_init_step_reduces_active_constraints(seed):
 
 def test_weighting_phases_jit_vmap_and_errors():
     u = jnp.asarray(_prefs(5))
-    wt = pmtl(u, 2, init_steps=3)
+    wt = pmtl(u, index=2, init_steps=3)
     state = wt.init(2, jnp.float64)
     assert int(state.phase) == INIT
     g = jnp.array([[1.0, 0.2, 0.0], [-0.5, 1.0, 0.3]])
@@ -104,11 +104,11 @@ def test_weighting_phases_jit_vmap_and_errors():
         np.testing.assert_allclose(ws[k], pmtl_weights(gram, jnp.array([0.5, 0.5]), u, k).weights,
                                    rtol=1e-12)
     with pytest.raises(ValueError, match="index"):
-        pmtl(u, 5)
+        pmtl(u, index=5)
     with pytest.raises(ValueError, match="preferences"):
-        pmtl(jnp.ones(3), 0)
+        pmtl(jnp.ones(3), index=0)
     with pytest.raises(ValueError, match="preferences"):
-        pmtl(jnp.array([[1.0, -1.0], [1.0, 1.0]]), 0)
+        pmtl(jnp.array([[1.0, -1.0], [1.0, 1.0]]), index=0)
     with pytest.raises(ValueError, match="losses"):
         wt.update(gram, wt.init(2))
     with pytest.raises(ValueError, match="num_tasks"):

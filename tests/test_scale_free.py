@@ -199,7 +199,7 @@ FACTORIES_M1 = {
     "imtl_g": lambda: jp.aggregate(W.imtl_g(), num_tasks=1),
     "aligned_mtl": lambda: jp.aggregate(W.aligned_mtl(), num_tasks=1),
     "epo": lambda: jp.epo(jnp.ones(1)),
-    "pmtl": lambda: jp.pmtl(jnp.ones((2, 1)), 0),
+    "pmtl": lambda: jp.pmtl(jnp.ones((2, 1)), index=0),
     "linear": lambda: jp.linear(num_tasks=1),
     "chebyshev": lambda: jp.chebyshev(jnp.ones(1)),
 }

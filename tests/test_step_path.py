@@ -61,7 +61,7 @@ _PREF = np.array([1.0, 2.0, 3.0])
 WEIGHTINGS = {
     "mgda": lambda: jp.weighting.mgda(),
     "epo": lambda: jp.weighting.epo(_PREF),
-    "pmtl": lambda: jp.weighting.pmtl(np.eye(M) + 0.2, 1),
+    "pmtl": lambda: jp.weighting.pmtl(np.eye(M) + 0.2, index=1),
     "linear": lambda: jp.weighting.linear(_PREF),
     "chebyshev": lambda: jp.weighting.chebyshev(_PREF),
     "smooth_chebyshev": lambda: jp.weighting.smooth_chebyshev(_PREF),

@@ -38,7 +38,7 @@ def _jac_matrix(jac):
 ALL = {
     "mgda": lambda: jp.mgda(num_tasks=3),
     "epo": lambda: jp.epo(jnp.array([1.0, 2.0, 3.0])),
-    "pmtl": lambda: jp.pmtl(jnp.array([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0]]), 1),
+    "pmtl": lambda: jp.pmtl(jnp.array([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0]]), index=1),
     "linear": lambda: jp.linear(jnp.array([1.0, 2.0, 3.0])),
     "chebyshev": lambda: jp.chebyshev(jnp.array([1.0, 2.0, 3.0])),
 }

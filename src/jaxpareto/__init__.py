@@ -9,6 +9,7 @@ data- and model-parallel steps), ``jp.metrics``, ``jp.problems``, ``jp.data``,
 """
 
 from jaxpareto import (
+    _api,
     checkpoint,
     data,
     hypernetwork,
@@ -179,3 +180,6 @@ __all__ = [
     "min_norm_weights",
     "pmtl_weights",
 ]
+
+# Short reprs for the public results and states; dir() of each public module = its API.
+_api.finish()

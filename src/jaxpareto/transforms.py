@@ -34,7 +34,9 @@ class AggregateState(NamedTuple):
     """State of :func:`aggregate`.
 
     Attributes:
-      weights: ``[m]`` the task weights of the last update (after ``scale``).
+      scaled_weights: ``[m]`` the task weights of the last update (after ``scale``);
+        also readable as ``state.weights``. (Named apart from ``inner.weights``, the
+        weighting's own, so ``optax.tree_utils.tree_get(state, "weights")`` finds one.)
       inner: the weighting's own state, with its diagnostics (e.g. EPO's
         ``non_uniformity`` and ``lp_status``, MGDA's ``objective``).
       skipped: ``int32`` number of updates so far whose Jacobian or losses held a
@@ -42,9 +44,14 @@ class AggregateState(NamedTuple):
         were, so one bad batch never writes a non-finite parameter.
     """
 
-    weights: jax.Array
+    scaled_weights: jax.Array
     inner: NamedTuple
     skipped: jax.Array
+
+    @property
+    def weights(self) -> jax.Array:
+        """``[m]`` the task weights of the last update (after ``scale``)."""
+        return self.scaled_weights
 
 
 def _num_tasks(jac) -> int:
@@ -125,7 +132,10 @@ def aggregate(
     * ``preference``: ``[m]`` run-time preference overriding the one fixed at
       construction (PPE navigation and hypernetworks change it every step).
 
-    It returns ``d = Σ_i s·w_i ∇l_i`` with ``w`` on the simplex and ``s = 1`` for
+    It returns ``d = Σ_i s·w_i ∇l_i`` with ``w`` the weighting's weights (each method's
+    docstring says what they satisfy: on the simplex for MGDA, EPO, PMTL, linear and
+    Chebyshev; ``w ≥ p`` componentwise and not normalised for UPGrad and DualProj, whose
+    preference ``p`` is itself rescaled to the simplex) and ``s = 1`` for
     ``scale="unit"``, ``s = m`` for ``scale="num_tasks"`` (the EPO / PMTL reference code
     trains on ``Σ (m w_i) l_i``), or a given positive float. A step whose Jacobian or
     losses hold a NaN/inf returns zeros, keeps the previous weights and diagnostics and
@@ -178,7 +188,7 @@ def aggregate(
             wdtype = jnp.float32
         inner = weighting.init(m_static, wdtype)
         return AggregateState(
-            weights=jnp.asarray(inner.weights, wdtype),
+            scaled_weights=jnp.asarray(inner.weights, wdtype),
             inner=inner,
             skipped=jnp.zeros((), jnp.int32),
         )
@@ -239,7 +249,7 @@ def aggregate(
             return jnp.where(finite, new, old)
 
         new_state = AggregateState(
-            weights=keep(weights, state.weights),
+            scaled_weights=keep(weights, state.scaled_weights),
             inner=jax.tree_util.tree_map(keep, inner, state.inner),
             skipped=state.skipped + (~finite).astype(jnp.int32),
         )

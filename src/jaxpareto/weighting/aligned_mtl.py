@@ -44,6 +44,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     factory_preference,
     full_precision,
+    weighting_factory,
 )
 
 __all__ = ["AlignedMtlResult", "AlignedMtlState", "aligned_mtl", "aligned_mtl_weights"]
@@ -158,6 +159,7 @@ class AlignedMtlState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory
 def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min") -> Weighting:
     """Aligned-MTL as a weighting (see :func:`aligned_mtl_weights`).
 

@@ -61,6 +61,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     full_precision,
     single_task,
+    weighting_factory,
 )
 from jaxpareto.weighting.min_norm import min_norm_weights
 
@@ -220,6 +221,7 @@ class CagradState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory
 def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weighting:
     """CAGrad as a weighting (see :func:`cagrad_weights`); ``losses`` and ``preference``
     are ignored by ``update``."""

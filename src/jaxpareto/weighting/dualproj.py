@@ -29,7 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, weighting_factory
 from jaxpareto.weighting.qp import solve_qp
 from jaxpareto.weighting.upgrad import (
     UPGradState,
@@ -110,6 +110,7 @@ def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
     )
 
 
+@weighting_factory
 def dualproj(
     preference: jax.Array | None = None,
     *,

@@ -77,7 +77,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, check_num_tasks, factory_preference, full_precision
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    factory_preference,
+    full_precision,
+    weighting_factory,
+)
 from jaxpareto.weighting.implicit import attach
 from jaxpareto.weighting.lp import OPTIMAL, linprog_simplex
 
@@ -383,6 +389,7 @@ class EpoState(NamedTuple):
     stationary: jax.Array
 
 
+@weighting_factory
 def epo(
     preference: jax.Array | None = None,
     *,

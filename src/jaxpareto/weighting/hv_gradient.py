@@ -42,7 +42,7 @@ import numpy as np
 
 from jaxpareto._validate import check_float, is_concrete
 from jaxpareto.metrics import hypervolume
-from jaxpareto.weighting.base import Weighting, full_precision
+from jaxpareto.weighting.base import Weighting, full_precision, weighting_factory
 
 __all__ = [
     "HvGradientResult",
@@ -188,6 +188,7 @@ class HvGradientState(NamedTuple):
     active: jax.Array
 
 
+@weighting_factory
 def hv_gradient(
     reference: jax.Array,
     *,

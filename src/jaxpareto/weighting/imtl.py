@@ -55,6 +55,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     full_precision,
     single_task,
+    weighting_factory,
 )
 
 __all__ = ["ImtlResult", "ImtlState", "imtl_g", "imtl_g_weights"]
@@ -162,6 +163,7 @@ class ImtlState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory
 def imtl_g() -> Weighting:
     """IMTL-G as a weighting: ``update(gram, state, *, losses=None, preference=None)``
     returns :func:`imtl_g_weights` (``losses`` and ``preference`` are ignored)."""

@@ -117,7 +117,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, check_state_matches, full_precision
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_state_matches,
+    full_precision,
+    weighting_factory,
+)
 from jaxpareto.weighting.implicit import attach
 
 __all__ = ["MinNormResult", "MgdaState", "kkt_residual", "min_norm_weights", "mgda"]
@@ -740,6 +745,7 @@ class MgdaState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory
 def mgda(
     *,
     method: str = "auto",

@@ -61,6 +61,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     full_precision,
     single_task,
+    weighting_factory,
 )
 
 __all__ = ["NashMtlResult", "NashMtlState", "nash_mtl", "nash_mtl_weights"]
@@ -254,6 +255,7 @@ class NashMtlState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory
 def nash_mtl(
     *, max_iter: int = 20, max_norm: float | None = None, warm_start: bool = True
 ) -> Weighting:

@@ -46,7 +46,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_gram, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches, full_precision
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    weighting_factory,
+)
 
 __all__ = ["PcgradResult", "PcgradState", "pcgrad", "pcgrad_weights"]
 
@@ -195,6 +201,7 @@ class PcgradState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory(legacy_positional=("seed",))
 def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
     """PCGrad as a weighting (see the module docstring and :func:`pcgrad_weights`).
 

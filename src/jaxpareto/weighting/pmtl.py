@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, single_task
+from jaxpareto.weighting.base import Weighting, full_precision, single_task, weighting_factory
 
 INIT, MAIN = 0, 1
 
@@ -211,6 +211,7 @@ class PmtlState(NamedTuple):
     degenerate: jax.Array
 
 
+@weighting_factory(legacy_positional=("index",))
 def pmtl(
     preferences: jax.Array,
     index: int,

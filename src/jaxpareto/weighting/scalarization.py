@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, factory_preference
+from jaxpareto.weighting.base import Weighting, factory_preference, weighting_factory
 
 
 class ScalarizationState(NamedTuple):
@@ -120,6 +120,7 @@ def _resolve_preference(default, given, m):
     return check_preference(given, m)
 
 
+@weighting_factory
 def linear(preference: jax.Array | None = None) -> Weighting:
     """Linear scalarization as a weighting: weights ``r / Σ r`` (uniform without ``r``).
 
@@ -139,6 +140,7 @@ def linear(preference: jax.Array | None = None) -> Weighting:
     return Weighting(_init, update, None if preference is None else preference.shape[0])
 
 
+@weighting_factory(legacy_positional=("ideal",))
 def chebyshev(
     preference: jax.Array | None = None,
     ideal: jax.Array | None = None,
@@ -204,6 +206,7 @@ def smooth_chebyshev_weights(
     return chebyshev_weights(losses, preference, ideal, smoothing=smoothing)
 
 
+@weighting_factory(legacy_positional=("ideal",))
 def smooth_chebyshev(
     preference: jax.Array | None = None,
     ideal: jax.Array | None = None,
@@ -215,7 +218,7 @@ def smooth_chebyshev(
     (see :func:`smooth_chebyshev_weights`)."""
     if smoothing is None or not smoothing > 0:
         raise ValueError(f"`smoothing` must be a positive float, got {smoothing!r}.")
-    return chebyshev(preference, ideal, smoothing=smoothing)
+    return chebyshev(preference, ideal=ideal, smoothing=smoothing)
 
 
 # ---------------------------------------------------------------------------------------

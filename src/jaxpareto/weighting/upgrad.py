@@ -66,6 +66,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     factory_preference,
     full_precision,
+    weighting_factory,
 )
 from jaxpareto.weighting.qp import solve_qp
 
@@ -121,6 +122,9 @@ def prepare(gram, preference, reg_eps):
         p = check_preference(preference, m).astype(dtype)
         bad_pref = ~jnp.all(jnp.isfinite(p) & (p > 0))
         p = jnp.where(bad_pref, 1.0 / m, p)
+        # The one preference rule (weighting.base.normalize_preference): r and c·r are
+        # the same preference, rescaled to the simplex as linear's is.
+        p = p / jnp.sum(p)
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
     trace = jnp.trace(c)
@@ -161,12 +165,15 @@ def upgrad_weights(
 
     Args:
       gram: ``[m, m]`` Gramian ``G = J Jᵀ`` (symmetrised internally), ``m ≥ 1``.
-      preference: ``[m]`` positive ``p`` (default ``1/m``: UPGrad's mean).
+      preference: ``[m]`` positive ``p`` (default ``1/m``: UPGrad's mean), rescaled to
+        the simplex (``p / Σ p``, the rule of every preference in jaxpareto).
       reg_eps: ``0`` (exact, default) or TorchJD's ``G / tr G + reg_eps I``.
       max_iter, tol: passed to :func:`jaxpareto.weighting.qp.solve_qp`.
 
     Returns:
-      :class:`UPGradResult`, floating fields in the Gramian's dtype.
+      :class:`UPGradResult`, floating fields in the Gramian's dtype. The weights are
+      not on the simplex: ``w ≥ p`` componentwise (each ``v⁽ⁱ⁾ ≥ p_i e_i``, and
+      ``v⁽ⁱ⁾ ≥ 0``), with ``w = p`` when the gradients do not conflict.
     """
     reg_eps = _check_reg(reg_eps)
     gram, preference = validate(gram, preference)
@@ -262,6 +269,7 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
     return Weighting(init, update, num_tasks)
 
 
+@weighting_factory
 def upgrad(
     preference: jax.Array | None = None,
     *,
