@@ -10,6 +10,13 @@ about its Pareto set. Objectives are minimized.
   quadratics; the Pareto set is the image of the simplex under a closed-form map.
 * :func:`dtlz2` — DTLZ2 (Deb et al. 2005) with an unconstrained parameterisation; the
   front is the unit sphere's positive orthant.
+* :func:`dtlz1`, :func:`dtlz3` … :func:`dtlz7` (Deb et al. 2005), :func:`zdt1` …
+  :func:`zdt4`, :func:`zdt6` (Zitzler, Deb & Thiele 2000) — box-constrained, exposed on
+  ``θ ∈ R^n`` through ``x = l + (u − l) sin²(θ/2)``; losses and fronts match pymoo.
+* :func:`vlmop1`, :func:`vlmop2` (Van Veldhuizen & Lamont 1999),
+  :func:`fonseca_fleming` (Fonseca & Fleming 1995) — small unconstrained problems.
+* :func:`re_problem` — the continuous RE engineering problems (Tanabe & Ishibuchi
+  2020); their fronts are sampled approximations and their Pareto sets unknown.
 
 Preference grids (``das_dennis``, ``circle_points``) live in :mod:`jaxpareto.metrics`.
 """
@@ -73,10 +80,12 @@ class Problem(NamedTuple):
         on the Pareto front (deterministic grid for m = 2; for m ≥ 3 sampled with ``key``,
         default ``PRNGKey(0)``). Not jittable in ``num``.
       pareto_set: maps the problem's parameterisation of the Pareto set (see each
-        factory) to parameters ``[..., n]``; jittable.
+        factory) to parameters ``[..., n]``; jittable. ``None`` where the Pareto set is
+        not known (RE problems).
       distance_to_pareto_set: ``θ: [n] -> scalar`` Euclidean distance to the Pareto set
         in parameter space, or ``None`` where no closed form is known.
-      is_pareto_optimal: ``(params: [n], atol) -> bool scalar``; jittable.
+      is_pareto_optimal: ``(params: [n], atol) -> bool scalar``; jittable; ``None``
+        where the Pareto set is not known.
     """
 
     name: str
@@ -85,9 +94,9 @@ class Problem(NamedTuple):
     num_params: int
     init_params: Callable[..., jax.Array]
     pareto_front: Callable[..., jax.Array]
-    pareto_set: Callable[..., jax.Array]
+    pareto_set: Callable[..., jax.Array] | None
     distance_to_pareto_set: Callable[[jax.Array], jax.Array] | None
-    is_pareto_optimal: Callable[..., jax.Array]
+    is_pareto_optimal: Callable[..., jax.Array] | None
 
 
 # ---------------------------------------------------------------------------
@@ -686,13 +695,25 @@ def _box_problem(
     )
 
 
-_BOX_NOTE = """The box is reached from ``θ ∈ R^n`` through ``x = l + (u − l) sin²(θ/2)`` (smooth,
-    onto the closed box, the identity's analogue used for gradient methods in LibMOON;
-    see the section comment in the source). ``init_params(key, kind="uniform")``:
-    ``θ ~ U(0, π)^n``. ``pareto_set(position)`` maps the box values of the position
-    variables (``[..., p]``) to θ with the distance variables at their optimum;
-    ``is_pareto_optimal(θ, atol)`` checks the distance variables (box coordinates)
-    within ``atol``; ``distance_to_pareto_set`` is ``None`` (θ is periodic)."""
+_BOX_NOTE = """The box is reached from ``θ ∈ R^n`` through ``x = l + (u − l) sin²(θ/2)``
+    (smooth and onto the closed box, so gradient methods need no projection).
+    ``init_params(key, kind="uniform")``: ``θ ~ U(0, π)^n``. ``pareto_set(position)``
+    maps the box values of the position variables (``[..., p]``) to θ with the distance
+    variables at their optimum; ``is_pareto_optimal(θ, atol)`` checks the distance
+    variables (box coordinates) within ``atol``; ``distance_to_pareto_set`` is ``None``
+    (θ is periodic)."""
+
+
+_DTLZ_ARGS = """Args:
+      m: number of objectives ``>= 2``.
+      n: number of variables ``>= m``; default ``m + k − 1`` with the paper's ``k``."""
+
+
+def _fill_doc(fn):
+    """Insert the shared paragraphs into a factory's docstring."""
+    if fn.__doc__:  # None under python -OO
+        fn.__doc__ = fn.__doc__.replace("{box}", _BOX_NOTE).replace("{dtlz_args}", _DTLZ_ARGS)
+    return fn
 
 
 # ---------------------------------------------------------------------------
@@ -787,46 +808,40 @@ def _zdt(index: int, n: int | None) -> Problem:
     )
 
 
+@_fill_doc
 def zdt1(n: int | None = None) -> Problem:
-    (
-        """ZDT1 (Zitzler, Deb, Thiele 2000): convex front.
+    """ZDT1 (Zitzler, Deb, Thiele 2000): convex front.
 
     ``x ∈ [0, 1]^n``; ``f₁ = x₁``, ``g = 1 + 9/(n−1) Σ_{i≥2} x_i``,
     ``f₂ = g (1 − √(f₁/g))``. Pareto set ``x_{2..n} = 0``; front ``f₂ = 1 − √f₁``,
     ``f₁ ∈ [0, 1]`` (``pareto_front(num)``: ``f₁ = linspace(0, 1, num)``). The square
     root's gradient at ``f₁ = 0`` is taken as 0 (not ∞).
 
-    """
-        + _BOX_NOTE
-        + """
+    {box}
 
     Args:
       n: number of variables ``>= 2``; default 30 as in the paper.
     """
-    )
     return _zdt(1, n)
 
 
+@_fill_doc
 def zdt2(n: int | None = None) -> Problem:
-    (
-        """ZDT2 (Zitzler, Deb, Thiele 2000): concave front.
+    """ZDT2 (Zitzler, Deb, Thiele 2000): concave front.
 
     As :func:`zdt1` with ``f₂ = g (1 − (f₁/g)²)``; front ``f₂ = 1 − f₁²``, ``f₁ ∈ [0, 1]``.
 
-    """
-        + _BOX_NOTE
-        + """
+    {box}
 
     Args:
       n: number of variables ``>= 2``; default 30.
     """
-    )
     return _zdt(2, n)
 
 
+@_fill_doc
 def zdt3(n: int | None = None) -> Problem:
-    (
-        """ZDT3 (Zitzler, Deb, Thiele 2000): disconnected front (five pieces).
+    """ZDT3 (Zitzler, Deb, Thiele 2000): disconnected front (five pieces).
 
     As :func:`zdt1` with ``f₂ = g (1 − √(f₁/g) − (f₁/g) sin(10π f₁))``. On ``g = 1`` only
     the ``f₁`` where ``√f₁ + f₁ sin(10πf₁)`` exceeds its value at every smaller ``f₁``
@@ -835,39 +850,33 @@ def zdt3(n: int | None = None) -> Problem:
     [0.6184, 0.6525], [0.8233, 0.8518]). ``pareto_front(num)`` spreads ``f₁`` evenly over
     their union; ``is_pareto_optimal`` also requires ``x₁`` in one of them.
 
-    """
-        + _BOX_NOTE
-        + """
+    {box}
 
     Args:
       n: number of variables ``>= 2``; default 30.
     """
-    )
     return _zdt(3, n)
 
 
+@_fill_doc
 def zdt4(n: int | None = None) -> Problem:
-    (
-        """ZDT4 (Zitzler, Deb, Thiele 2000): multimodal (``21⁹`` local fronts for n = 10).
+    """ZDT4 (Zitzler, Deb, Thiele 2000): multimodal (``21⁹`` local fronts for n = 10).
 
     ``x₁ ∈ [0, 1]``, ``x_{2..n} ∈ [−5, 5]``; ``g = 1 + 10(n−1) + Σ_{i≥2} (x_i² −
     10 cos(4π x_i))``, ``f₂ = g (1 − √(f₁/g))``. Pareto set ``x_{2..n} = 0`` (θ = π/2);
     front as :func:`zdt1`.
 
-    """
-        + _BOX_NOTE
-        + """
+    {box}
 
     Args:
       n: number of variables ``>= 2``; default 10 as in the paper.
     """
-    )
     return _zdt(4, n)
 
 
+@_fill_doc
 def zdt6(n: int | None = None) -> Problem:
-    (
-        """ZDT6 (Zitzler, Deb, Thiele 2000): non-uniform, concave front.
+    """ZDT6 (Zitzler, Deb, Thiele 2000): non-uniform, concave front.
 
     ``f₁ = 1 − exp(−4x₁) sin⁶(6πx₁)``, ``g = 1 + 9 ((Σ_{i≥2} x_i)/(n−1))^{1/4}``,
     ``f₂ = g (1 − (f₁/g)²)``. Pareto set ``x_{2..n} = 0``; front ``f₂ = 1 − f₁²`` for
@@ -875,14 +884,11 @@ def zdt6(n: int | None = None) -> Problem:
     ``pareto_front(num)``: ``f₁ = linspace(f₁*, 1, num)``. The gradient of the fourth
     root at 0 is taken as 0 (not ∞).
 
-    """
-        + _BOX_NOTE
-        + """
+    {box}
 
     Args:
       n: number of variables ``>= 2``; default 10.
     """
-    )
     return _zdt(6, n)
 
 
@@ -985,14 +991,9 @@ def _dtlz(index: int, m: int, n: int | None, alpha: float = 100.0) -> Problem:
     )
 
 
-_DTLZ_ARGS = """Args:
-      m: number of objectives ``>= 2``.
-      n: number of variables ``>= m``; default ``m + k − 1`` with the paper's ``k``."""
-
-
+@_fill_doc
 def dtlz1(m: int = 3, n: int | None = None) -> Problem:
-    (
-        """DTLZ1 (Deb et al. 2005): linear front, multimodal ``g``.
+    """DTLZ1 (Deb et al. 2005): linear front, multimodal ``g``.
 
     Position ``x₀ … x_{m−2}``, distance ``x_M`` (``k = n − m + 1``, default 5);
     ``g = 100 (k + Σ ((x_M − ½)² − cos(20π(x_M − ½))))``,
@@ -1000,81 +1001,76 @@ def dtlz1(m: int = 3, n: int | None = None) -> Problem:
     Pareto set ``x_M = ½``; front the simplex ``Σ f_i = ½, f ≥ 0``
     (``pareto_front``: a grid for m = 2, ``½·Dirichlet(𝟙)`` samples for m ≥ 3).
 
+    {box}
+
+    {dtlz_args}
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-    )
     return _dtlz(1, m, n)
 
 
+@_fill_doc
 def dtlz3(m: int = 3, n: int | None = None) -> Problem:
-    (
-        """DTLZ3 (Deb et al. 2005): DTLZ2's spherical front with DTLZ1's multimodal ``g``
+    """DTLZ3 (Deb et al. 2005): DTLZ2's spherical front with DTLZ1's multimodal ``g``
     (``3^k − 1`` local fronts; ``k`` default 10). Pareto set ``x_M = ½``; front
     ``{f ≥ 0, ‖f‖ = 1}`` (sampled as in :func:`dtlz2`).
 
+    {box}
+
+    {dtlz_args}
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-    )
     return _dtlz(3, m, n)
 
 
+@_fill_doc
 def dtlz4(m: int = 3, n: int | None = None, alpha: float = 100.0) -> Problem:
-    (
-        """DTLZ4 (Deb et al. 2005): DTLZ2 with position variables ``x_i^α`` (α = 100), which
+    """DTLZ4 (Deb et al. 2005): DTLZ2 with position variables ``x_i^α`` (α = 100), which
     biases solutions towards the front's edges. Pareto set ``x_M = ½``; spherical front.
 
+    {box}
+
+    {dtlz_args}
+      alpha: the exponent ``α > 0``; default 100 as in the paper.
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-        + """
-      alpha: the exponent ``α > 0``; default 100 as in the paper."""
-    )
     if not (np.isfinite(alpha) and alpha > 0):
         raise ValueError(f"dtlz4: `alpha` must be finite and > 0, got {alpha}.")
     return _dtlz(4, m, n, float(alpha))
 
 
+@_fill_doc
 def dtlz5(m: int = 3, n: int | None = None) -> Problem:
-    (
-        """DTLZ5 (Deb et al. 2005): degenerate front (a curve).
+    """DTLZ5 (Deb et al. 2005): degenerate front (a curve).
 
     DTLZ2's shape on ``y₀ = x₀``, ``y_i = (1 + 2 g x_i) / (2(1 + g))`` (i ≥ 1),
     ``g = Σ (x_M − ½)²``. Pareto set ``x_M = ½``, so ``y_i = ½`` (angles π/4) and the
     front is the curve ``f(t) = sphere(t, ½, …, ½)``, ``t ∈ [0, 1]``
-    (``pareto_front(num)``: ``t = linspace(0, 1, num)``). For m ≥ 4 the original
-    definition's front is known to contain non-optimal parts' neighbours (Huband et al.
-    2006); this is the curve pymoo uses.
+    (``pareto_front(num)``: ``t = linspace(0, 1, num)``). Its points are never
+    dominated (any ``g > 0`` point has ``‖f‖ = 1 + g > 1``), but for m ≥ 4 the original
+    definition has further non-dominated points off the curve (Huband et al. 2006, IEEE
+    TEVC 10(5)); like pymoo, ``pareto_front`` returns the curve only.
 
+    {box}
+
+    {dtlz_args}
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-    )
     return _dtlz(5, m, n)
 
 
+@_fill_doc
 def dtlz6(m: int = 3, n: int | None = None) -> Problem:
-    (
-        """DTLZ6 (Deb et al. 2005): DTLZ5 with ``g = Σ x_M^{0.1}`` (harder to converge).
+    """DTLZ6 (Deb et al. 2005): DTLZ5 with ``g = Σ x_M^{0.1}`` (harder to converge).
     Pareto set ``x_M = 0``; front the curve of :func:`dtlz5`. The gradient of
     ``x^{0.1}`` at 0 is taken as 0 (not ∞).
 
+    {box}
+
+    {dtlz_args}
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-    )
     return _dtlz(6, m, n)
 
 
+@_fill_doc
 def dtlz7(m: int = 3, n: int | None = None) -> Problem:
-    (
-        """DTLZ7 (Deb et al. 2005): disconnected front (``2^{m−1}`` pieces).
+    """DTLZ7 (Deb et al. 2005): disconnected front (``2^{m−1}`` pieces).
 
     ``f_i = x_i`` (i < m−1), ``g = 1 + 9/k Σ x_M`` (``k`` default 20),
     ``f_{m−1} = (1 + g)(m − Σ_i f_i/(1+g) (1 + sin(3π f_i)))``. Pareto set ``x_M = 0``
@@ -1084,11 +1080,10 @@ def dtlz7(m: int = 3, n: int | None = None) -> Problem:
     its coordinates is, so the front is the product of these pieces.
     ``pareto_front``: evenly spread for m = 2, uniform samples of the pieces for m ≥ 3.
 
+    {box}
+
+    {dtlz_args}
     """
-        + _BOX_NOTE
-        + "\n\n    "
-        + _DTLZ_ARGS
-    )
     return _dtlz(7, m, n)
 
 
