@@ -45,6 +45,14 @@ from jaxpareto.weighting.pcgrad import pcgrad, pcgrad_weights
 from jaxpareto.weighting.pmtl import MAIN, pmtl_weights
 from jaxpareto.weighting.scalarization import chebyshev, linear, smooth_chebyshev
 from jaxpareto.weighting.upgrad import upgrad
+from jaxpareto.weighting.baselines import constant
+from jaxpareto.weighting.baselines import random as wrandom
+from jaxpareto.weighting.baselines import sum as wsum
+from jaxpareto.weighting.config import config
+from jaxpareto.weighting.fairgrad import fairgrad
+from jaxpareto.weighting.gradvac import gradvac
+from jaxpareto.weighting.robust import krum
+from jaxpareto.weighting.scalarization import aasf, aug_chebyshev, cosmos, pbi, pnorm
 
 M = 4          # tasks in the property batches
 N = 48         # random instances per property
@@ -94,6 +102,28 @@ ENTRIES = [
     Entry("upgrad", lambda: upgrad(), non_conflicting="all", linear_task_scaling=True,
           min_tasks=1),
     Entry("dualproj", lambda: dualproj(), non_conflicting="all", min_tasks=1),
+    # The wider field (tests/test_weightings_field.py holds their peer oracles).
+    Entry("krum", lambda: krum(0)),
+    Entry("sum", lambda: wsum(), linear_task_scaling=True),
+    Entry("constant", lambda: constant(jnp.array([1.0, 2.0, 0.5, 1.5])), permutation=False,
+          linear_task_scaling=True, validates_gram=False),
+    Entry("random", lambda: wrandom(0), permutation=False, scale_degree=None),
+    # ConFIG is linear under task scaling too (tested on full-rank Jacobians in
+    # test_weightings_field.py; where d ≈ 0 on rank-deficient ones rounding dominates).
+    Entry("config", lambda: config(), non_conflicting="full_rank", full_rank_only=True),
+    Entry("gradvac", lambda: gradvac(0), permutation=False, scale_degree=None),
+    Entry("fairgrad", lambda: fairgrad(2.0), non_conflicting="full_rank", scale_degree=-4 / 3,
+          full_rank_only=True),
+    Entry("pbi", lambda: pbi(), losses=True, preference=True, linear_task_scaling=True,
+          validates_gram=False),
+    Entry("cosmos", lambda: cosmos(), losses=True, preference=True, linear_task_scaling=True,
+          validates_gram=False),
+    Entry("aasf", lambda: aasf(), losses=True, preference=True, linear_task_scaling=True,
+          validates_gram=False),
+    Entry("aug_chebyshev", lambda: aug_chebyshev(), losses=True, preference=True,
+          linear_task_scaling=True, validates_gram=False),
+    Entry("pnorm", lambda: pnorm(), losses=True, preference=True, linear_task_scaling=True,
+          validates_gram=False),
 ]
 BY_NAME = {e.name: e for e in ENTRIES}
 
@@ -268,6 +298,19 @@ def test_claims_are_not_vacuous():
     assert np.max(np.abs(d[5] - ab[:, :1] * d[3] - ab[:, 1:] * d[4])) > 1e-3
     _, w, _ = batch_updates("nash_mtl")      # weights not scale free
     assert np.max(np.abs(w[2] - w[0])) > 1e-3
+    # The wider field: unclaimed properties fail on these instances too.
+    j = INST[0]
+    for name in ("krum", "config", "fairgrad", "gradvac", "sum", "pbi"):  # conflicts occur
+        d, _, _ = batch_updates(name)
+        assert np.min(np.einsum("kin,kn->ki", j, d[0])) < -1e-6, name
+    for name in ("krum", "fairgrad"):  # not linear under task scaling
+        d, _, _ = batch_updates(name)
+        assert np.max(np.abs(d[5] - ab[:, :1] * d[3] - ab[:, 1:] * d[4])) > 1e-3, name
+    d, _, _ = batch_updates("gradvac")  # task scaling: the φ < φ̂ decisions can flip
+    assert np.max(_rel_err(d[5], ab[:, :1] * d[3] + ab[:, 1:] * d[4], j)) > 1e-2
+    for name in ("constant", "random", "gradvac"):  # not permutation invariant (as stated)
+        d, _, _ = batch_updates(name)
+        assert np.max(_rel_err(d[1], d[0], j)) > 1e-3, name
 
 
 def test_pcgrad_permutation_with_fixed_orders():

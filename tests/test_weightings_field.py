@@ -538,3 +538,38 @@ def test_scalarization_transform_is_the_gradient_of_s_and_hypernetwork_rule():
         out.append(new)
     for x, y in zip(jax.tree_util.tree_leaves(out[0]), jax.tree_util.tree_leaves(out[1])):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
+
+
+def test_config_linear_under_task_scaling_full_rank():
+    # Positive task factors c leave the unit vectors unchanged; the length is linear in c.
+    rng = np.random.default_rng(12)
+    j = jac(13, 4, 7)
+    c1, c2 = rng.uniform(0.2, 3, 4), rng.uniform(0.2, 3, 4)
+    a, b = 0.7, 1.9
+
+    def d(c):
+        jc = j * c[:, None]
+        return upd(jc, config_weights(jnp.asarray(jc @ jc.T)).weights)
+
+    np.testing.assert_allclose(d(a * c1 + b * c2), a * d(c1) + b * d(c2), rtol=1e-9)
+
+
+def test_jacobian_weightings_permutation_and_scale():
+    # TrimmedMean and GradDrop (fixed draws): relabelling the tasks leaves the update
+    # unchanged; J → sJ scales it by s (scale degree 0).
+    j = jac(14, 5, 8)
+    perm = np.array([3, 0, 4, 1, 2])
+    u = jnp.asarray(np.random.default_rng(1).uniform(size=8))
+    for fn in (
+        lambda x: trimmed_mean_direction(jnp.asarray(x), 1)[0],
+        lambda x: graddrop_direction(jnp.asarray(x), uniforms=u)[0],
+    ):
+        np.testing.assert_allclose(fn(j[perm]), fn(j), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(fn(3.5 * j), 3.5 * np.asarray(fn(j)), rtol=1e-12)
+    # Unclaimed: neither is non-conflicting / linear under task scaling, here.
+    c = np.array([0.3, 2.0, 1.0, 0.5, 4.0])
+    tm = lambda x: np.asarray(trimmed_mean_direction(jnp.asarray(x), 1)[0])  # noqa: E731
+    assert np.max(np.abs(tm(j * (2 * c)[:, None]) - 2 * tm(j * c[:, None]))) < 1e-12
+    assert np.max(np.abs(tm(j * (c + 1)[:, None]) - tm(j * c[:, None]) - tm(j))) > 1e-3
+    outvoted = np.array([[1.0, 0.0], [0.9, -5.0], [1.1, 5.0], [1.0, 0.1], [-3.0, 0.0]])
+    assert np.min(outvoted @ tm(outvoted)) < 0  # the trimmed (outvoted) task conflicts

@@ -25,8 +25,9 @@ resolve the small directions.
 
 Properties: permutation invariant (with the preference permuted); the weights scale as
 ``s⁰`` (``d`` scales with ``s``: ``p = 0``); non-conflicting when ``U`` has full row
-rank (then ``U ĝ ∝ r > 0``), not in general for rank-deficient ``U``; not linear under
-task scaling (the unit vectors forget the task scales).
+rank (then ``U ĝ ∝ r > 0``), not in general for rank-deficient ``U``; linear under
+task scaling (positive task factors ``c`` leave the unit vectors, hence ``ĝ``, unchanged,
+and the length ``Σ_j c_j g_jᵀ ĝ`` is linear in ``c``).
 
 Bad input: a non-finite Gramian gives uniform weights ``1/m`` with
 ``status = NONFINITE_INPUT``; all gradients zero give ``w = 0`` and ``DEGENERATE``.
