@@ -772,6 +772,75 @@ def _():
     assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree_util.tree_leaves(g_good))
 
 
+# ------------------------------------------------------------- loss-based weightings
+
+LOSS_METHODS = ("famo", "uncertainty", "dwa", "rlw", "gls", "imtl_l", "gradnorm")
+
+
+def _loss_step(name: str, m: int):
+    """A jitted ``(params, state, losses_offset) -> (params, state, update)`` for
+    ``optax.chain(jp.<name>(m), optax.sgd(0.1))`` on ``l_i = ½‖w − a_i‖² + offset_i``
+    through ``jp.loss_vjp`` (GradNorm gets the Gramian of the whole ``w``)."""
+    a = jnp.arange(m * N, dtype=jnp.float64).reshape(m, N) / (m * N)
+    tx = optax.chain(getattr(jp, name)(m), optax.sgd(0.1))
+
+    def losses(p, offset):
+        return 0.5 * jnp.sum((p["w"] - a) ** 2, axis=1) + offset
+
+    @jax.jit
+    def step(p, state, offset):
+        gram = jp.gramian(jp.value_and_jacobian(losses)(p, offset)[1])
+        u, state = tx.update(jp.loss_vjp(losses)(p, offset), state, p, gram=gram)
+        return optax.apply_updates(p, u), state, u
+
+    return tx, step
+
+
+@case("loss-based-bad-losses")
+def _():
+    for name in LOSS_METHODS:
+        tx, step = _loss_step(name, 2)
+        p0 = {"w": jnp.ones(N)}
+        p1, s1, _ = step(p0, tx.init(p0), jnp.array([0.1, 0.2]))
+        for bad in ([np.nan, 0.2], [0.1, np.inf]):
+            p2, s2, u = step(p1, s1, jnp.asarray(bad))
+            np.testing.assert_array_equal(u["w"], 0.0)
+            np.testing.assert_array_equal(p2["w"], p1["w"])
+            assert int(s2[0].skipped) == 1, name
+            jax.tree_util.tree_map(np.testing.assert_array_equal, s2[0].inner, s1[0].inner)
+            # The next good step is exactly the one a clean run takes.
+            clean = step(p1, s1, jnp.array([0.1, 0.2]))[0]["w"]
+            np.testing.assert_array_equal(step(p2, s2, jnp.array([0.1, 0.2]))[0]["w"], clean)
+
+
+@case("loss-based-zero-losses")
+def _():
+    for name in LOSS_METHODS:
+        tx, step = _loss_step(name, 2)
+        p = {"w": jnp.ones(N)}
+        state = tx.init(p)
+        for offset in ([-0.5, 0.0], [-10.0, -10.0]):  # l_0 = 0 at w = a_0 / negative
+            p_new, state, u = step(p, state, jnp.asarray(offset))
+            assert np.all(np.isfinite(u["w"])) and np.all(np.isfinite(state[0].weights)), name
+            assert int(state[0].skipped) == 0, name
+        if name in ("gls", "famo"):  # logarithm / division by the losses: clamped, counted
+            assert int(state[0].clamped) >= 1, name
+        if name == "famo":
+            np.testing.assert_allclose(np.sum(state[0].weights), 1.0, rtol=1e-12)
+
+
+@case("loss-based-m1")
+def _():
+    for name in LOSS_METHODS:
+        tx, step = _loss_step(name, 1)
+        p = {"w": jnp.ones(N)}
+        _, state, u = step(p, tx.init(p), jnp.array([0.3]))
+        grad = -0.1 * (np.ones(N) - np.arange(N) / N)  # sgd(0.1) of ∇l = w − a
+        expected = {"uncertainty": 0.5, "imtl_l": 1.0}.get(name, 1.0)  # s = 0: ½e⁰, e⁰
+        np.testing.assert_allclose(u["w"], expected * grad, rtol=1e-12)
+        np.testing.assert_allclose(state[0].weights, [expected], rtol=1e-12)
+
+
 # ------------------------------------------------------------------------------ runner
 
 _XFAIL: dict = {}
