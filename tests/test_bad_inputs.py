@@ -841,6 +841,68 @@ def _():
         np.testing.assert_allclose(state[0].weights, [expected], rtol=1e-12)
 
 
+# ------------------------------------------------------------- the wider field
+
+# name -> (transform for m tasks, m used besides m = 1, weight at m = 1 for g, l = 1)
+FIELD = {
+    "krum": (lambda m: jp.krum(0, num_tasks=m), 3, lambda g: 1.0),
+    "trimmed-mean": (lambda m: jp.trimmed_mean(1 if m > 1 else 0, num_tasks=m), 3, lambda g: 1.0),
+    "random": (lambda m: jp.random(0, num_tasks=m), 2, lambda g: 1.0),
+    "sum": (lambda m: jp.sum(num_tasks=m), 2, lambda g: 1.0),
+    "constant": (lambda m: jp.constant(jnp.full(m, 2.0)), 2, lambda g: 2.0),
+    "config": (lambda m: jp.config(num_tasks=m), 2, lambda g: 1.0),
+    "gradvac": (lambda m: jp.gradvac(0, num_tasks=m), 2, lambda g: 1.0),
+    "graddrop": (lambda m: jp.graddrop(0, num_tasks=m), 2, lambda g: 1.0),
+    "fairgrad": (lambda m: jp.fairgrad(2.0, num_tasks=m), 2, lambda g: (g @ g) ** (-2 / 3)),
+    "pbi": (lambda m: jp.pbi(num_tasks=m), 2, lambda g: 1.0),
+    "cosmos": (lambda m: jp.cosmos(num_tasks=m), 2, lambda g: 1.0),
+    "aasf": (lambda m: jp.aasf(num_tasks=m), 2, lambda g: 1.0 + 1e-4),
+    "aug-chebyshev": (lambda m: jp.aug_chebyshev(num_tasks=m), 2, lambda g: 1.0 + 1e-3),
+    "pnorm": (lambda m: jp.pnorm(num_tasks=m), 2, lambda g: 1.0),
+}
+
+
+def _field_case(name):
+    """m = 1 (the update is w·g with the documented weight), a zero Jacobian (update 0,
+    not skipped, finite state), a NaN Jacobian and NaN losses (skipped, update 0), zero
+    losses (finite), through ``optax.chain(jp.<name>(...), optax.sgd(1.0))`` under jit."""
+    make, m_many, w_one = FIELD[name]
+    rng = np.random.default_rng(0)
+    for m in (1, m_many):
+        tx = optax.chain(make(m), optax.sgd(1.0))
+        params = {"w": jnp.zeros(N)}
+        step = jax.jit(lambda j, l, s, tx=tx: tx.update({"w": j}, s, params, losses=l))
+        s0 = tx.init(params)
+        g = rng.standard_normal((m, N))
+        ones = jnp.ones(m)
+        u, s = step(jnp.asarray(g), ones, s0)
+        _assert_finite(u, s)
+        if m == 1:
+            np.testing.assert_allclose(-u["w"], w_one(g[0]) * g[0], rtol=1e-9)
+        u, s = step(jnp.zeros((m, N)), ones, s0)
+        _assert_finite(u, s)
+        np.testing.assert_array_equal(u["w"], 0.0)
+        assert int(s[0].skipped) == 0
+        for j, l in ((np.full((m, N), np.nan), ones), (g, jnp.full(m, jnp.nan))):
+            u, s = step(jnp.asarray(j), jnp.asarray(l), s0)
+            _assert_finite(u, s)
+            np.testing.assert_array_equal(u["w"], 0.0)
+            assert int(s[0].skipped) == 1
+        u, s = step(jnp.asarray(g), jnp.zeros(m), s0)
+        _assert_finite(u, s)
+
+
+def _field(name):
+    def run():
+        _field_case(name)
+
+    return run
+
+
+for _name in FIELD:
+    case(f"field-{_name}")(_field(_name))
+
+
 # ------------------------------------------------------------------------------ runner
 
 _XFAIL: dict = {}

@@ -615,7 +615,7 @@ def test_suite_pareto_set_maps_onto_front(i):
             cand[:, :, j] = grid
             fc = np.asarray(jax.vmap(jax.vmap(p.loss_fn))(np.asarray(p.pareto_set(cand))))
             dominated |= np.any(np.all(fc <= f[:, None], 2) & np.any(fc < f[:, None], 2), 1)
-        ends = (problems._ZDT3_INTERVALS if name == "zdt3" else problems._DTLZ7_INTERVALS).ravel()
+        ends = (problems._zdt3_intervals() if name == "zdt3" else problems._dtlz7_intervals()).ravel()
         far = np.min(np.abs(pos[:, :, None] - ends[None, None, :]), axis=(1, 2)) > 1e-3
         np.testing.assert_array_equal(opt[far], ~dominated[far])
         assert opt.any() and not opt.all() and far.sum() > 20
@@ -633,13 +633,13 @@ def test_zdt3_and_dtlz7_pieces_vs_pymoo_regions():
     gaps = np.flatnonzero(np.diff(pf[:, 0]) > 0.05)
     starts = np.concatenate([[pf[0, 0]], pf[gaps + 1, 0]])
     ends = np.concatenate([pf[gaps, 0], [pf[-1, 0]]])
-    np.testing.assert_allclose(problems._ZDT3_INTERVALS, np.stack([starts, ends], 1), atol=2e-6)
-    assert problems._DTLZ7_INTERVALS.shape == (2, 2)
+    np.testing.assert_allclose(problems._zdt3_intervals(), np.stack([starts, ends], 1), atol=2e-6)
+    assert problems._dtlz7_intervals().shape == (2, 2)
     # DTLZ7 pieces by brute-force dominance on a fine 1-D grid.
     t = np.linspace(0, 1, 4001)
     f = np.stack([t, 4 - t * (1 + np.sin(3 * np.pi * t))], 1)
     nd = nondominated_np(f)[:, 0]
-    iv = problems._DTLZ7_INTERVALS
+    iv = problems._dtlz7_intervals()
     inside = np.any((t[:, None] >= iv[:, 0] - 1e-4) & (t[:, None] <= iv[:, 1] + 1e-4), axis=1)
     assert set(np.round(nd, 6)) <= set(np.round(t[inside], 6))
     assert abs(len(nd) - inside.sum()) <= 4

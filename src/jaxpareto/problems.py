@@ -729,13 +729,16 @@ def _zdt3_psi(t):
     return np.sqrt(t) + t * np.sin(10 * np.pi * t)
 
 
-_ZDT3_INTERVALS = _record_intervals(_zdt3_psi)
+@functools.cache
+def _zdt3_intervals() -> np.ndarray:
+    return _record_intervals(_zdt3_psi)
 
 
 def _zdt6_f1(x):
     return 1 - jnp.exp(-4 * x) * jnp.sin(6 * jnp.pi * x) ** 6
 
 
+@functools.cache
 def _zdt6_f1_min() -> float:
     t = np.linspace(0, 1, 1_000_001)
     v = 1 - np.exp(-4 * t) * np.sin(6 * np.pi * t) ** 6
@@ -748,9 +751,6 @@ def _zdt6_f1_min() -> float:
         lo, hi = (lo, b) if fa < fb else (a, hi)
     x = 0.5 * (lo + hi)
     return float(1 - np.exp(-4 * x) * np.sin(6 * np.pi * x) ** 6)
-
-
-_ZDT6_F1_MIN = _zdt6_f1_min()
 
 
 def _zdt(index: int, n: int | None) -> Problem:
@@ -782,9 +782,9 @@ def _zdt(index: int, n: int | None) -> Problem:
     def front(num, key, dtype):
         del key
         if index == 3:
-            t = _from_union(jnp.linspace(0, 1, num, dtype=dtype), _ZDT3_INTERVALS)
+            t = _from_union(jnp.linspace(0, 1, num, dtype=dtype), _zdt3_intervals())
             return jnp.stack([t, 1 - jnp.sqrt(t) - t * jnp.sin(10 * jnp.pi * t)], axis=1)
-        lo = _ZDT6_F1_MIN if index == 6 else 0.0
+        lo = _zdt6_f1_min() if index == 6 else 0.0
         t = jnp.linspace(lo, 1, num, dtype=dtype)
         f2 = 1 - t**2 if index in (2, 6) else 1 - jnp.sqrt(t)
         return jnp.stack([t, f2], axis=1)
@@ -793,7 +793,7 @@ def _zdt(index: int, n: int | None) -> Problem:
     if index == 3:
 
         def optimal(position, atol):
-            return _in_intervals(position[0], _ZDT3_INTERVALS, atol)
+            return _in_intervals(position[0], _zdt3_intervals(), atol)
 
     return _box_problem(
         name=f"zdt{index}(n={n})",
@@ -845,7 +845,7 @@ def zdt3(n: int | None = None) -> Problem:
 
     As :func:`zdt1` with ``f₂ = g (1 − √(f₁/g) − (f₁/g) sin(10π f₁))``. On ``g = 1`` only
     the ``f₁`` where ``√f₁ + f₁ sin(10πf₁)`` exceeds its value at every smaller ``f₁``
-    are non-dominated: five intervals, computed at import on a grid of 2·10⁶ points
+    are non-dominated: five intervals, computed once, on first use, on a grid of 2·10⁶ points
     (endpoints accurate to 5·10⁻⁷; ≈ [0, 0.0830], [0.1822, 0.2578], [0.4093, 0.4539],
     [0.6184, 0.6525], [0.8233, 0.8518]). ``pareto_front(num)`` spreads ``f₁`` evenly over
     their union; ``is_pareto_optimal`` also requires ``x₁`` in one of them.
@@ -880,7 +880,7 @@ def zdt6(n: int | None = None) -> Problem:
 
     ``f₁ = 1 − exp(−4x₁) sin⁶(6πx₁)``, ``g = 1 + 9 ((Σ_{i≥2} x_i)/(n−1))^{1/4}``,
     ``f₂ = g (1 − (f₁/g)²)``. Pareto set ``x_{2..n} = 0``; front ``f₂ = 1 − f₁²`` for
-    ``f₁ ∈ [f₁*, 1]``, ``f₁* = min f₁ ≈ 0.2807753`` (computed at import).
+    ``f₁ ∈ [f₁*, 1]``, ``f₁* = min f₁ ≈ 0.2807753`` (computed once, on first use).
     ``pareto_front(num)``: ``f₁ = linspace(f₁*, 1, num)``. The gradient of the fourth
     root at 0 is taken as 0 (not ∞).
 
@@ -922,7 +922,9 @@ def _dtlz7_phi(t):
     return t * (1 + np.sin(3 * np.pi * t))
 
 
-_DTLZ7_INTERVALS = _record_intervals(_dtlz7_phi)
+@functools.cache
+def _dtlz7_intervals() -> np.ndarray:
+    return _record_intervals(_dtlz7_phi)
 
 
 def _dtlz(index: int, m: int, n: int | None, alpha: float = 100.0) -> Problem:
@@ -964,10 +966,10 @@ def _dtlz(index: int, m: int, n: int | None, alpha: float = 100.0) -> Problem:
             f = jax.vmap(lambda yy: _sphere_objectives(yy, jnp.zeros((), dtype)))(y)
             return jnp.maximum(f, 0)  # cos(π/2) rounds to ≈ −4e−8 in float32
         if m == 2:
-            t = _from_union(jnp.linspace(0, 1, num, dtype=dtype), _DTLZ7_INTERVALS)[:, None]
+            t = _from_union(jnp.linspace(0, 1, num, dtype=dtype), _dtlz7_intervals())[:, None]
         else:
             key = jax.random.PRNGKey(0) if key is None else key
-            t = _from_union(jax.random.uniform(key, (num, p), dtype), _DTLZ7_INTERVALS)
+            t = _from_union(jax.random.uniform(key, (num, p), dtype), _dtlz7_intervals())
         last = 2 * m - jnp.sum(t * (1 + jnp.sin(3 * jnp.pi * t)), axis=1, keepdims=True)
         return jnp.concatenate([t, last], axis=1)
 
@@ -975,7 +977,7 @@ def _dtlz(index: int, m: int, n: int | None, alpha: float = 100.0) -> Problem:
     if index == 7:
 
         def optimal(position, atol):
-            return jnp.all(_in_intervals(position, _DTLZ7_INTERVALS, atol))
+            return jnp.all(_in_intervals(position, _dtlz7_intervals(), atol))
 
     x_star = np.zeros(k) if index in (6, 7) else np.full(k, 0.5)
     return _box_problem(
@@ -1076,7 +1078,7 @@ def dtlz7(m: int = 3, n: int | None = None) -> Problem:
     ``f_{m−1} = (1 + g)(m − Σ_i f_i/(1+g) (1 + sin(3π f_i)))``. Pareto set ``x_M = 0``
     with every ``x_i`` in the non-dominated intervals of ``φ(t) = t (1 + sin 3πt)``
     (``t`` where ``φ`` exceeds its value at every smaller ``t``: ≈ [0, 0.2514] ∪
-    [0.6316, 0.8594], computed at import): a point with ``g = 1`` is dominated iff one of
+    [0.6316, 0.8594], computed once, on first use): a point with ``g = 1`` is dominated iff one of
     its coordinates is, so the front is the product of these pieces.
     ``pareto_front``: evenly spread for m = 2, uniform samples of the pieces for m ≥ 3.
 
