@@ -86,6 +86,12 @@ def graddrop_direction(jac, key: jax.Array | None = None, *, uniforms=None, leak
         us = [jax.random.uniform(k, x.shape[1:], working_dtype(x)) for k, x in zip(keys, leaves)]
     else:
         us = treedef.flatten_up_to(uniforms)
+    return _graddrop(leaves, us, leak, treedef)
+
+
+@functools.partial(jax.jit, static_argnames=("treedef",))
+def _graddrop(leaves, us, leak, treedef):
+    m = leaves[0].shape[0]
     finite = functools.reduce(
         jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves], jnp.asarray(True)
     )

@@ -202,6 +202,12 @@ def trimmed_mean_direction(jac, trim_number: int = 1):
         raise ValueError(f"TrimmedMean needs m >= 2*trim_number + 1 = {2 * t + 1}, got m={m}.")
     if m == 1:
         t = 0
+    return _trimmed_mean(jac, t)
+
+
+@functools.partial(jax.jit, static_argnames=("t",))
+def _trimmed_mean(jac, t):
+    m = _rows(jac)
     leaves, treedef = jax.tree_util.tree_flatten(jac)
     finite = functools.reduce(
         jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in leaves], jnp.asarray(True)
