@@ -489,6 +489,11 @@ def test_sparsity_and_lmin_vs_loops():
     assert float(metrics.lmin(np.ones((1, 2)))) == np.inf
     assert float(metrics.sparsity(np.ones((1, 2)))) == 0.0
     assert float(metrics.lmin(np.array([[0.0, 0.0], [0.0, 0.0]]))) == 0.0
+    for f in (metrics.spacing, metrics.sparsity, metrics.lmin):
+        with pytest.raises(ValueError, match="points"):
+            f(np.ones(3))
+        with pytest.raises(TypeError, match="points"):
+            f(np.ones((3, 2), int))
 
 
 def test_delta_m_published_rows():

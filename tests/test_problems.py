@@ -635,6 +635,11 @@ def test_zdt3_and_dtlz7_pieces_vs_pymoo_regions():
     ends = np.concatenate([pf[gaps, 0], [pf[-1, 0]]])
     np.testing.assert_allclose(problems._zdt3_intervals(), np.stack([starts, ends], 1), atol=2e-6)
     assert problems._dtlz7_intervals().shape == (2, 2)
+    # ZDT6's smallest f1: pymoo's front starts at the published 0.2807753191.
+    zdt6_pf = np.asarray(pymoo_problems.get_problem("zdt6").pareto_front(), float)
+    assert problems._zdt6_f1_min() == pytest.approx(zdt6_pf[0, 0], abs=1e-9)
+    f32 = problems.zdt6(6).pareto_front(7, dtype=jnp.float32)
+    assert f32.dtype == jnp.float32 and float(f32[0, 0]) == pytest.approx(zdt6_pf[0, 0], abs=1e-6)
     # DTLZ7 pieces by brute-force dominance on a fine 1-D grid.
     t = np.linspace(0, 1, 4001)
     f = np.stack([t, 4 - t * (1 + np.sin(3 * np.pi * t))], 1)

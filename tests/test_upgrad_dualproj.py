@@ -49,7 +49,8 @@ def instances(seed, k=K):
     grams = np.stack([random_gram(rng, M, KINDS[i % 4]) for i in range(k)])
     prefs = np.stack([np.full(M, 1 / M) if i % 3 else rng.uniform(0.1, 1, M)
                       for i in range(k)])
-    return grams, prefs
+    # on the simplex: every preference is read as r / Σr (weighting.base.normalize_preference)
+    return grams, prefs / prefs.sum(axis=1, keepdims=True)
 
 
 def enumerate_projection(g, u):
@@ -143,13 +144,13 @@ def test_properties_on_random_gramians(name):
         if full[i]:
             np.testing.assert_allclose(w_p[i], w[i][perms[i]], rtol=1e-6, atol=1e-9)
 
-    # scale invariance in G and linearity (positive homogeneity) in p
+    # scale invariance in G and in p (p and 3p are one preference: p / Σp)
     factors = 10.0 ** rng.uniform(-4, 4, K)
     w_s = np.asarray(solve(grams * factors[:, None, None], prefs * 3.0).weights)
     for i in range(K):
-        np.testing.assert_allclose(grams[i] @ w_s[i], 3.0 * gw[i], atol=1e-8 * scale[i])
+        np.testing.assert_allclose(grams[i] @ w_s[i], gw[i], atol=1e-8 * scale[i])
         if full[i]:
-            np.testing.assert_allclose(w_s[i], 3.0 * w[i], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(w_s[i], w[i], rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj"])
@@ -159,7 +160,8 @@ def test_no_conflict_gives_the_preference(name):
     j = np.abs(rng.standard_normal((K, M, M + 1)))  # all inner products >= 0
     grams = j @ j.transpose(0, 2, 1)
     prefs = rng.uniform(0.1, 1, (K, M))
-    np.testing.assert_allclose(np.asarray(solve(grams, prefs).weights), prefs, atol=1e-10)
+    expected = prefs / prefs.sum(axis=1, keepdims=True)  # the preference, on the simplex
+    np.testing.assert_allclose(np.asarray(solve(grams, prefs).weights), expected, atol=1e-10)
 
 
 @pytest.mark.slow

@@ -317,7 +317,7 @@ def make_weighting(init, update, *, num_tasks=None, needs: str = "gramian") -> W
         @functools.wraps(inner_init)
         def init(n, dtype=jnp.float32):  # noqa: F811 - the checked init
             if check_num_tasks(n) != fixed:
-                raise ValueError(f"this weighting was built for num_tasks={fixed}, got {n}.")
+                raise ValueError(f"`num_tasks`={n} but this weighting was built for m={fixed}.")
             return inner_init(n, dtype)
 
     if not _accepts_extra(update):
