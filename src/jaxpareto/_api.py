@@ -44,9 +44,14 @@ def _public_modules(package: str):
 
 
 def finish(package: str = "jaxpareto") -> None:
-    """Short reprs for every public NamedTuple, then :func:`clean_dirs`."""
+    """Short reprs for every NamedTuple defined in the package (public results and
+    states, and the states of private helper modules that weightings return), then
+    :func:`clean_dirs`."""
     from jaxpareto.weighting.base import install_short_reprs  # noqa: PLC0415
 
-    for module in _public_modules(package):
-        install_short_reprs(vars(module), module.__all__)
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == package or name.startswith(package + ".")):
+            continue
+        own = [k for k, v in vars(module).items() if getattr(v, "__module__", None) == name]
+        install_short_reprs(vars(module), own)
     clean_dirs(package)

@@ -68,6 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxpareto import _guard
 from jaxpareto import jacobian as _jac
 from jaxpareto import metrics as _metrics
 from jaxpareto import transforms as _tx
@@ -543,14 +544,6 @@ def _resolve_rule(rule, epo_kwargs) -> Weighting | str:
     return rule
 
 
-def _finite_tree(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    ok = jnp.asarray(True)
-    for leaf in leaves:
-        ok &= jnp.all(jnp.isfinite(leaf))
-    return ok
-
-
 def train_step(
     loss_fn: Callable[..., jax.Array],
     optimizer: optax.GradientTransformation,
@@ -672,10 +665,9 @@ def train_step(
 
         updates, new_opt_state = optimizer.update(direction, opt_state, hparams)
         new_hparams = optax.apply_updates(hparams, updates)
-        finite = jnp.all(jnp.isfinite(losses)) & _finite_tree(direction)
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        new_hparams = jax.tree_util.tree_map(keep, new_hparams, hparams)
-        new_opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+        finite = _guard.all_finite(losses, direction)
+        new_hparams = _guard.keep_if_finite(finite, new_hparams, hparams)
+        new_opt_state = _guard.keep_if_finite(finite, new_opt_state, opt_state)
         info = StepInfo(
             preferences=prefs,
             losses=losses,

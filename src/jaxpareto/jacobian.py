@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxpareto import _guard
 from jaxpareto._validate import check_float
 
 _MODES = ("rev", "rows", "vmap", "fwd", "chunked")
@@ -487,8 +488,8 @@ def mtl_value_and_grad(
         # the returned losses show the non-finite values). The test reads only
         # replicated values (losses, the m×m Gramian), so it adds no collective when
         # the parameters are sharded.
-        finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.isfinite(gram))
-        grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+        finite = _guard.all_finite(losses, gram)
+        grads = _guard.zero_unless_finite(finite, grads)
         return (((losses, aux) if has_aux else losses), grads), state
 
     return step

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxpareto import _guard
 from jaxpareto import jacobian as _jac
 from jaxpareto import weighting as _w
 from jaxpareto._validate import check_float
@@ -212,9 +213,7 @@ def aggregate(
                 "the Jacobian (jp.accumulate_jacobian), not the combined update."
             )
         value = task_losses(losses, value, m)
-        finite = jnp.all(jnp.isfinite(gram))
-        if value is not None:
-            finite &= jnp.all(jnp.isfinite(value))
+        finite = _guard.all_finite(gram, value)
         # Solve on a harmless stand-in when the step is bad, so no NaN enters the state.
         safe_gram = jnp.where(finite, gram, jnp.eye(m, dtype=gram.dtype))
         safe_value = None if value is None else jnp.where(finite, value, jnp.ones_like(value))
@@ -241,16 +240,10 @@ def aggregate(
         # inf anywhere in the Jacobian reaches the Gramian's diagonal, so a finite
         # Gramian means a finite Jacobian, and a bad step returns exact zeros.
         fill = 0.0 if nonfinite == "zero" else jnp.nan
-        direction = jax.tree_util.tree_map(
-            lambda d: jnp.where(finite, d, jnp.full_like(d, fill)), combine(weights)
-        )
-
-        def keep(new, old):
-            return jnp.where(finite, new, old)
-
+        direction = _guard.zero_unless_finite(finite, combine(weights), fill)
         new_state = AggregateState(
-            scaled_weights=keep(weights, state.scaled_weights),
-            inner=jax.tree_util.tree_map(keep, inner, state.inner),
+            scaled_weights=_guard.keep_if_finite(finite, weights, state.scaled_weights),
+            inner=_guard.keep_if_finite(finite, inner, state.inner),
             skipped=state.skipped + (~finite).astype(jnp.int32),
         )
         return direction, new_state
