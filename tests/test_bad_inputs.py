@@ -859,6 +859,7 @@ FIELD = {
     "aasf": (lambda m: jp.aasf(num_tasks=m), 2, lambda g: 1.0 + 1e-4),
     "aug-chebyshev": (lambda m: jp.aug_chebyshev(num_tasks=m), 2, lambda g: 1.0 + 1e-3),
     "pnorm": (lambda m: jp.pnorm(num_tasks=m), 2, lambda g: 1.0),
+    "sdmgrad": (lambda m: jp.sdmgrad(0.3, num_tasks=m), 2, lambda g: 1.0),
 }
 
 

@@ -52,6 +52,7 @@ from jaxpareto.weighting.config import config
 from jaxpareto.weighting.fairgrad import fairgrad
 from jaxpareto.weighting.gradvac import gradvac
 from jaxpareto.weighting.robust import krum
+from jaxpareto.weighting.sdmgrad import sdmgrad
 from jaxpareto.weighting.scalarization import aasf, aug_chebyshev, cosmos, pbi, pnorm
 
 M = 4          # tasks in the property batches
@@ -124,6 +125,7 @@ ENTRIES = [
           linear_task_scaling=True, validates_gram=False),
     Entry("pnorm", lambda: pnorm(), losses=True, preference=True, linear_task_scaling=True,
           validates_gram=False),
+    Entry("sdmgrad", lambda: sdmgrad(0.3), scale_degree=None),  # the 1e-8 in A/(s² + 1e-8)
 ]
 BY_NAME = {e.name: e for e in ENTRIES}
 
@@ -300,12 +302,15 @@ def test_claims_are_not_vacuous():
     assert np.max(np.abs(w[2] - w[0])) > 1e-3
     # The wider field: unclaimed properties fail on these instances too.
     j = INST[0]
-    for name in ("krum", "config", "fairgrad", "gradvac", "sum", "pbi"):  # conflicts occur
+    for name in ("krum", "config", "fairgrad", "gradvac", "sum", "pbi", "sdmgrad"):  # conflicts
         d, _, _ = batch_updates(name)
         assert np.min(np.einsum("kin,kn->ki", j, d[0])) < -1e-6, name
-    for name in ("krum", "fairgrad"):  # not linear under task scaling
+    for name in ("krum", "fairgrad", "sdmgrad"):  # not linear under task scaling
         d, _, _ = batch_updates(name)
         assert np.max(np.abs(d[5] - ab[:, :1] * d[3] - ab[:, 1:] * d[4])) > 1e-3, name
+    d, _, _ = batch_updates("sdmgrad")  # not exactly scale free (A / (s² + 1e-8))
+    s = INST[5][:, None]
+    assert np.max(_rel_err(d[2], d[0] * s, j * s[:, :, None])) > 1e-7
     d, _, _ = batch_updates("gradvac")  # task scaling: the φ < φ̂ decisions can flip
     assert np.max(_rel_err(d[5], ab[:, :1] * d[3] + ab[:, 1:] * d[4], j)) > 1e-2
     for name in ("constant", "random", "gradvac"):  # not permutation invariant (as stated)

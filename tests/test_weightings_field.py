@@ -573,3 +573,36 @@ def test_jacobian_weightings_permutation_and_scale():
     assert np.max(np.abs(tm(j * (c + 1)[:, None]) - tm(j * c[:, None]) - tm(j))) > 1e-3
     outvoted = np.array([[1.0, 0.0], [0.9, -5.0], [1.1, 5.0], [1.0, 0.1], [-3.0, 0.0]])
     assert np.min(outvoted @ tm(outvoted)) < 0  # the trimmed (outvoted) task conflicts
+
+
+# -------------------------------------------------------------------------- SDMGrad
+
+
+def test_sdmgrad_matches_torchjd_over_steps():
+    from jaxpareto.weighting.sdmgrad import project_simplex, sdmgrad_weights
+
+    peer = agg.SDMGradWeighting(lambda_=0.3)
+    it = None
+    for step in range(3):
+        j = jac(90 + step, 4, 6)
+        c = j @ j.T
+        res = sdmgrad_weights(jnp.asarray(c), it, lam=0.3)
+        it = res.iterate
+        np.testing.assert_allclose(res.weights, peer(torch.tensor(c)).numpy(), rtol=1e-10, atol=1e-12)
+    # the stochastic form: a non-symmetric A = J_ξ J_ξ'ᵀ, with a preference
+    a = jac(95, 3, 5) @ jac(96, 3, 5).T
+    pref = np.array([0.2, 0.5, 0.3])
+    peer = agg.SDMGradWeighting(lambda_=0.5, pref_vector=torch.tensor(pref))
+    res = sdmgrad_weights(jnp.asarray(a), None, pref, lam=0.5)
+    np.testing.assert_allclose(res.weights, peer(torch.tensor(a)).numpy(), rtol=1e-10, atol=1e-12)
+    # the simplex projection against TorchJD's
+    from torchjd.aggregation._utils.simplex import project_onto_simplex
+
+    y = np.random.default_rng(3).standard_normal(6) * 2
+    np.testing.assert_allclose(project_simplex(jnp.asarray(y)), project_onto_simplex(torch.tensor(y)).numpy(), atol=1e-14)
+    # bad inputs: NaN keeps the iterate and flags; zero flags DEGENERATE
+    res = sdmgrad_weights(jnp.full((3, 3), jnp.nan), jnp.array([0.2, 0.3, 0.5]))
+    assert int(res.status) == Status.NONFINITE_INPUT
+    np.testing.assert_allclose(res.iterate, [0.2, 0.3, 0.5])
+    res = sdmgrad_weights(jnp.zeros((3, 3)))
+    assert int(res.status) == Status.DEGENERATE and np.all(np.isfinite(res.weights))

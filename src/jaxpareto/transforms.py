@@ -431,6 +431,7 @@ SHORTHANDS = (
     "aasf",
     "aug_chebyshev",
     "pnorm",
+    "sdmgrad",
 )
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
@@ -460,3 +461,4 @@ cosmos = _shorthand("cosmos")
 aasf = _shorthand("aasf")
 aug_chebyshev = _shorthand("aug_chebyshev")
 pnorm = _shorthand("pnorm")
+sdmgrad = _shorthand("sdmgrad")

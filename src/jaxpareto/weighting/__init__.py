@@ -87,6 +87,13 @@ from jaxpareto.weighting.scalarization import (
     smooth_chebyshev,
     smooth_chebyshev_weights,
 )
+from jaxpareto.weighting.sdmgrad import (
+    SdmGradResult,
+    SdmGradState,
+    project_simplex,
+    sdmgrad,
+    sdmgrad_weights,
+)
 from jaxpareto.weighting.upgrad import UPGradResult, UPGradState, upgrad, upgrad_weights
 
 __all__ = [
@@ -122,6 +129,11 @@ __all__ = [
     "pbi_weights",
     "pnorm",
     "pnorm_weights",
+    "SdmGradResult",
+    "SdmGradState",
+    "project_simplex",
+    "sdmgrad",
+    "sdmgrad_weights",
     "EpoResult",
     "EpoState",
     "epo",
