@@ -32,7 +32,7 @@ non-finite Gramian ``α = w``; both set ``degenerate``.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -160,7 +160,9 @@ class AlignedMtlState(NamedTuple):
 
 
 @weighting_factory
-def aligned_mtl(preference: jax.Array | None = None, *, scale_mode: str = "min") -> Weighting:
+def aligned_mtl(
+    preference: jax.Array | None = None, *, scale_mode: Literal["min", "median", "rmse"] = "min"
+) -> Weighting:
     """Aligned-MTL as a weighting (see :func:`aligned_mtl_weights`).
 
     ``update(gram, state, *, losses=None, preference=None)``: an update-time

@@ -71,7 +71,7 @@ weights are constants (the LP's data pass through ``stop_gradient``).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -394,9 +394,9 @@ def epo(
     preference: jax.Array | None = None,
     *,
     eps: float = 1e-4,
-    adjustment: str = "paper",
-    descent: str = "relaxed",
-    fallback: str = "min_norm",
+    adjustment: Literal["paper", "reference"] = "paper",
+    descent: Literal["relaxed", "restricted"] = "relaxed",
+    fallback: Literal["min_norm", "preference"] = "min_norm",
 ) -> Weighting:
     """EPO search as a weighting (see :func:`epo_weights` for the rule and options).
 

@@ -34,7 +34,7 @@ are treated as absent (zero weights, inactive).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -192,7 +192,7 @@ class HvGradientState(NamedTuple):
 def hv_gradient(
     reference: jax.Array,
     *,
-    normalization: str = "l1",
+    normalization: Literal["l1", "l2", "none"] = "l1",
     layered: bool = False,
     axis_name: str | None = None,
     num_solutions: int | None = None,

@@ -111,7 +111,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -748,8 +748,8 @@ class MgdaState(NamedTuple):
 @weighting_factory
 def mgda(
     *,
-    method: str = "auto",
-    normalization: str = "none",
+    method: Literal["auto", "frank_wolfe", "projected_gradient"] = "auto",
+    normalization: Literal["none", "l2", "loss", "loss+"] = "none",
     max_iter: int | None = None,
     tol: float | None = None,
 ) -> Weighting:

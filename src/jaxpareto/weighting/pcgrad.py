@@ -39,7 +39,7 @@ products are zero); a Gramian with a non-finite entry gives the plain sum ``w = 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -202,7 +202,7 @@ class PcgradState(NamedTuple):
 
 
 @weighting_factory(legacy_positional=("seed",))
-def pcgrad(seed: int | jax.Array = 0, *, reduction: str = "sum") -> Weighting:
+def pcgrad(seed: int | jax.Array = 0, *, reduction: Literal["sum", "mean"] = "sum") -> Weighting:
     """PCGrad as a weighting (see the module docstring and :func:`pcgrad_weights`).
 
     Args:

@@ -34,7 +34,7 @@ code uses). Reference vectors are normalised to unit length here.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -218,7 +218,7 @@ def pmtl(
     *,
     init_steps: int = 100,
     eps: float = 0.0,
-    method: str = "auto",
+    method: Literal["auto", "frank_wolfe", "projected_gradient"] = "auto",
 ) -> Weighting:
     """PMTL as a weighting: initialisation phase, then constrained min-norm steps.
 
