@@ -187,7 +187,11 @@ def _state_dtype(params, dtype):
 
 def _all_finite(tree) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+    return (
+        jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        if leaves
+        else jnp.asarray(True)
+    )
 
 
 def _check_losses(losses, m: int) -> jax.Array:

@@ -315,10 +315,12 @@ def make_weighting(init, update, *, num_tasks=None, needs: str = "gramian") -> W
         fixed, inner_init = num_tasks, init
 
         @functools.wraps(inner_init)
-        def init(n, dtype=jnp.float32):  # noqa: F811 - the checked init
+        def checked_init(n, dtype=jnp.float32):
             if check_num_tasks(n) != fixed:
                 raise ValueError(f"`num_tasks`={n} but this weighting was built for m={fixed}.")
             return inner_init(n, dtype)
+
+        init = checked_init
 
     if not _accepts_extra(update):
         inner_update = update
@@ -326,9 +328,11 @@ def make_weighting(init, update, *, num_tasks=None, needs: str = "gramian") -> W
         known = set(names[2:]) - {"losses", "preference"}  # keywords after (gram, state)
 
         @functools.wraps(inner_update)
-        def update(gram, state, *, losses=None, preference=None, **extra):  # noqa: F811
+        def tolerant_update(gram, state, *, losses=None, preference=None, **extra):
             passed = {k: v for k, v in extra.items() if k in known}
             return inner_update(gram, state, losses=losses, preference=preference, **passed)
+
+        update = tolerant_update
 
     check_choice(needs, "needs", ("gramian", "jacobian"))
     return Weighting(init, update, num_tasks, needs)

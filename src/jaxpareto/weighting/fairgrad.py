@@ -73,7 +73,7 @@ class FairGradResult(NamedTuple):
 
 
 def _check(alpha, max_iter, tol):
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not float(alpha) >= 0:
         raise ValueError(f"`alpha` must be a float >= 0, got {alpha!r}.")
     if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
         raise ValueError(f"`max_iter` must be an int >= 1, got {max_iter!r}.")
