@@ -606,3 +606,39 @@ def test_sdmgrad_matches_torchjd_over_steps():
     np.testing.assert_allclose(res.iterate, [0.2, 0.3, 0.5])
     res = sdmgrad_weights(jnp.zeros((3, 3)))
     assert int(res.status) == Status.DEGENERATE and np.all(np.isfinite(res.weights))
+
+
+# ------------------------------------------------------ Nash-MTL update_weights_every
+
+
+def test_nash_update_weights_every_schedule_matches_torchjd():
+    pytest.importorskip("cvxpy")
+    k, steps = 3, 5
+    js = [jac(100 + s, 3, 5) for s in range(steps)]
+    w = jp.weighting.nash_mtl(warm_start=False, update_weights_every=k)
+    st = w.init(3, jnp.float64)
+    step = jax.jit(w.update)
+    ours = []
+    for j in js:
+        ww, st = step(jnp.asarray(j @ j.T), st)
+        ours.append(np.asarray(ww))
+    # solves at steps 0 and 3 (the pure solver on that step's Gramian), reuse in between
+    for s in range(steps):
+        src = (s // k) * k
+        expected = nash_mtl_weights(jnp.asarray(js[src] @ js[src].T)).weights
+        np.testing.assert_allclose(ours[s], expected, rtol=1e-10)
+    assert int(st.step) == steps
+    # k = 1 is the default behaviour
+    w1 = jp.weighting.nash_mtl(warm_start=False)
+    np.testing.assert_allclose(w1.update(jnp.asarray(js[1] @ js[1].T), w1.init(3, jnp.float64))[0],
+                               nash_mtl_weights(jnp.asarray(js[1] @ js[1].T)).weights, rtol=1e-12)
+    with pytest.raises(ValueError, match="update_weights_every"):
+        jp.weighting.nash_mtl(update_weights_every=0)
+    # TorchJD's NashMTL (authors' schedule) re-solves on the same steps
+    pytest.importorskip("ecos")  # its cvxpy solver (bench extra)
+    peer = agg.NashMTL(n_tasks=3, max_norm=0.0, update_weights_every=k).weighting
+    theirs = [peer(torch.tensor(j)).numpy() for j in js]
+    changed = lambda ws: [not np.allclose(ws[s], ws[s - 1]) for s in range(1, steps)]  # noqa: E731
+    assert changed(ours) == changed(theirs) == [False, False, True, False]
+    # and its solutions are the same bargaining weights (up to its CCP tolerance)
+    np.testing.assert_allclose(theirs[0], ours[0], rtol=2e-2)

@@ -30,8 +30,9 @@ the solve and the weights are mapped back (``α = α̃ / √‖C‖_F``), so ``�
 solution for the *given* gradients. The authors (and TorchJD, ``max_norm=1``) then clip
 the update's norm: ``max_norm > 0`` rescales ``α`` so that ``‖Gᵀα‖ ≤ max_norm``;
 the default ``None`` returns the unclipped bargaining solution (``‖d‖ = √m``). The
-authors' ``update_weights_every`` (reuse weights for several steps) is left to the
-caller. A warm start (``init``; the weighting passes the previous weights) replaces
+authors' ``update_weights_every`` (reuse the weights for several steps) is an option of
+:func:`nash_mtl`; unlike TorchJD, a reused weight vector is not re-clipped against the
+current gradients. A warm start (``init``; the weighting passes the previous weights) replaces
 the reference code's warm-started solver.
 
 Properties (``tests/test_weighting_properties.py``): permutation invariant; if every
@@ -246,18 +247,24 @@ def _nash_mtl(gram, init, max_iter, max_norm) -> NashMtlResult:
 
 
 class NashMtlState(NamedTuple):
-    """State of :func:`nash_mtl`: last weights (the next warm start) and diagnostics."""
+    """State of :func:`nash_mtl`: last weights (the next warm start) and diagnostics;
+    ``step`` (int32) counts the updates, for ``update_weights_every``."""
 
     weights: jax.Array
     residual: jax.Array
     iterations: jax.Array
     converged: jax.Array
     degenerate: jax.Array
+    step: jax.Array = jnp.zeros((), jnp.int32)
 
 
 @weighting_factory
 def nash_mtl(
-    *, max_iter: int = 20, max_norm: float | None = None, warm_start: bool = True
+    *,
+    max_iter: int = 20,
+    max_norm: float | None = None,
+    warm_start: bool = True,
+    update_weights_every: int = 1,
 ) -> Weighting:
     """Nash-MTL as a weighting (see :func:`nash_mtl_weights`).
 
@@ -265,8 +272,23 @@ def nash_mtl(
     previous weights start the Newton iteration (as the authors' solver does), otherwise
     every call is a pure function of ``gram``. Note: with ``max_norm`` the stored
     weights are the clipped ones, a slightly worse (still valid) warm start.
+
+    ``update_weights_every = k`` (the authors' option, default 1) solves only on the
+    updates ``0, k, 2k, …`` (``state.step % k == 0``) and reuses the previous weights in
+    between (their diagnostics too), saving ``k − 1`` of every ``k`` solves. A reused
+    weight vector is the solution for an earlier Gramian (the update is then a fixed
+    combination of the current gradients).
     """
     max_iter, max_norm = _check_options(max_iter, max_norm)
+    if (
+        isinstance(update_weights_every, bool)
+        or not isinstance(update_weights_every, numbers.Integral)
+        or update_weights_every < 1
+    ):
+        raise ValueError(
+            f"`update_weights_every` must be an int >= 1, got {update_weights_every!r}."
+        )
+    every = int(update_weights_every)
 
     def init(num_tasks: int, dtype=jnp.float32) -> NashMtlState:
         num_tasks = check_num_tasks(num_tasks)
@@ -277,12 +299,10 @@ def nash_mtl(
             iterations=jnp.zeros((), jnp.int32),
             converged=jnp.asarray(False),
             degenerate=jnp.asarray(False),
+            step=jnp.zeros((), jnp.int32),
         )
 
-    def update(gram, state, *, losses=None, preference=None):
-        del losses, preference
-        gram = check_gram(gram, "gram", min_tasks=1)
-        check_state_matches(gram, state)
+    def solve(gram, state):
         res = nash_mtl_weights(
             gram,
             max_iter=max_iter,
@@ -296,6 +316,21 @@ def nash_mtl(
             res.iterations,
             res.converged,
             res.degenerate,
+            state.step + 1,
+        )
+
+    def update(gram, state, *, losses=None, preference=None):
+        del losses, preference
+        gram = check_gram(gram, "gram", min_tasks=1)
+        check_state_matches(gram, state)
+        if every == 1:
+            return solve(gram, state)
+        # Before the first solve (weights 0) a solve is forced whatever the step.
+        due = (state.step % every == 0) | ~jnp.any(state.weights > 0)
+        return jax.lax.cond(
+            due,
+            lambda: solve(gram, state),
+            lambda: (state.weights, state._replace(step=state.step + 1)),
         )
 
     return Weighting(init, update)
