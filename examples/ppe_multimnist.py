@@ -33,23 +33,26 @@ tests of ``jp.ppe`` check the exact method on problems with analytic Pareto sets
 (``batches=``: gradients and HVPs averaged chunk by chunk), so the navigation set can be
 the whole training set.
 
-Measured with the earlier first-order (MGDA) corrector and absolute step size, not yet
-re-measured with the Newton corrector (2-core CPU shared with other jobs, so wall times are loose; ``--epochs 4``,
-defaults otherwise: 4 096 / 1 000 pairs, 1 024 navigation pairs, 30 start-correction
-steps, 5 steps toward each task, GMRES capped at 10 HVPs per solve, damping 1e-2):
-the 10 navigated points move the test losses the requested way (task 1: 0.905 → 0.834
-while task 2 rises to 1.115; task 2: 0.905 → 0.864 while task 1 rises to 1.151); test
-hypervolume 2.715 against 2.762 for 10 independent EPO runs at the matching
-preferences (their end points spread wider). Cost: 630 gradient evaluations on the
-1 024 pairs (6.5·10⁵ example-gradients, 462 s) against 5 120 minibatch gradient
-evaluations (3.3·10⁵ example-gradients, 270 s) for the 10 runs: at 4 epochs,
-navigation costs about as much per point as retraining (6.5·10⁴ against 3.3·10⁴
-example-gradients). Retraining cost grows linearly with the epochs and the data; the
-navigation cost does not (it depends on the navigation subset and the number of
-steps), so the break-even is near 8 epochs of 4 096 pairs here, and at the paper's
-budget (100 epochs of 120 000 pairs, 2.4·10⁷ example-gradients per model)
-navigation would be several hundred times cheaper per point, if 1 024 navigation
-pairs still sufficed there (not measured).
+Measured with the Newton (KKT) corrector (2026-12-02, ``--epochs 4``, defaults otherwise:
+4 096 / 1 000 pairs, 1 024 navigation pairs, 30 start-correction steps, 5 steps toward
+each task, GMRES capped at 10 HVPs per solve, damping 1e-2; a 2-core CPU shared with six
+other jobs, so wall times are loose, the gradient counts are not). The seed claim does
+*not* hold at this budget: navigation cost 2 884 gradient evaluations on the 1 024 pairs
+(2.95·10⁶ example-gradients) against 4 608 minibatch evaluations (2.95·10⁵
+example-gradients) for 9 independent EPO runs, i.e. retraining was 10× cheaper, and its
+front is better (test HV 2.607 against 2.066). Where the cost goes: the start
+correction took 81 % of it (2 329 evaluations; it drives the training loss on the
+navigation subset from (0.86, 0.93) to (0.10, 0.22), i.e. it trains — and overfits —
+the subset, and still stops at stationarity 0.113, not converged); the 9 trace points
+cost 556 evaluations (62 per point, 6.3·10⁴ example-gradients, twice a retrained
+model's 3.3·10⁴), their capped GMRES solves end at relative residual 0.7–0.8, and the
+corrector floor (1.25× the start's stationarity) lets them pass with 0–1 corrector
+steps. The navigated points move the training losses the requested way (task 1: 0.105
+→ 0.088, task 2: 0.219 → 0.169) but the test losses hardly move (1.08 ± 0.02).
+Navigation's cost does not grow with the training budget while retraining's does
+(linearly in epochs × data), so the comparison turns at a budget where the start
+model is already Pareto-stationary on the navigation set; that budget was not
+measured here.
 
 Run: ``python -m examples.ppe_multimnist [--epochs E] [--num-train N] [--nav-steps K]
 [--full] [--out results]``. Writes ``results/ppe_multimnist.json`` and
@@ -359,7 +362,7 @@ def format_table(result: dict) -> str:
              f"(train subset of {result['config']['nav_examples']} pairs; test set "
              f"{result['config']['num_test']} pairs; HV reference {REFERENCE})"]
     sc = nav["start_correction"]
-    lines.append(f"  start correction: {sc['steps']} MGDA steps, ||sum a_i grad l_i|| = "
+    lines.append(f"  start correction: {sc['steps']} corrector steps, ||sum a_i grad l_i|| = "
                  f"{sc['stationarity']:.3g}, train losses {sc['train_losses_before']} -> "
                  f"{sc['train_losses_after']}")
     for name, tr in nav["traces"].items():
