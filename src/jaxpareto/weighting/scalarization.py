@@ -343,7 +343,7 @@ def aug_chebyshev_weights(
 ) -> jax.Array:
     """∂S/∂l of the augmented weighted Tchebycheff scalarization (Steuer & Choo,
     Math. Programming 1983, "An interactive weighted Tchebycheff procedure for multiple
-    objective programming", eq. 3):
+    objective programming", eq. 3)::
 
         S = max_i r_i |l_i − z_i| + ρ Σ_i |l_i − z_i|,
         ∂S/∂l = r_k sgn(l_k − z_k) e_k + ρ sgn(l − z).
@@ -367,7 +367,7 @@ def aug_chebyshev_weights(
 
 def pnorm_weights(losses, preference=None, ideal=None, *, p: float = 2.0) -> jax.Array:
     """∂S/∂l of the weighted ``p``-norm scalarization (compromise programming, Yu 1973;
-    Miettinen 1999, Sec. 3.4): ``S = ‖r ⊙ (l − z)‖_p``, ``p ≥ 1``,
+    Miettinen 1999, Sec. 3.4): ``S = ‖r ⊙ (l − z)‖_p``, ``p ≥ 1``, with gradient::
 
         ∂S/∂l_i = r_i sgn(x_i) |x_i|^{p−1} / S^{p−1},   x = r ⊙ (l − z).
 
