@@ -41,7 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
-from jaxpareto.weighting.base import Weighting, full_precision, single_task, weighting_factory
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_choice,
+    full_precision,
+    single_task,
+    weighting_factory,
+)
 
 INIT, MAIN = 0, 1
 
@@ -235,6 +241,7 @@ def pmtl(
     ``preference`` is ignored (PMTL's trade-off is set by ``preferences, index``).
     """
     preferences = _check_preferences(preferences, index)
+    check_choice(method, "method", ("auto", "frank_wolfe", "projected_gradient"))
     if not isinstance(init_steps, int) or init_steps < 0:
         raise ValueError(f"`init_steps` must be a non-negative int, got {init_steps!r}.")
     num_pref = preferences.shape[0]
