@@ -17,7 +17,8 @@ Reproduces the experiments of EPO search (Mahapatra & Rajan, ICML 2020),
    method the hypervolume of its 5-point loss front w.r.t. the reference point
    ``(2.5, 2.5)`` (above ``ln 10 ≈ 2.30``, the loss of an uninformed 10-way classifier,
    so every trained point counts) and the mean ray cosine.
-1b. **Loss-based vs Jacobian methods** (stage ``loss_based``; ``--no-loss-based`` skips it):
+
+   **Loss-based vs Jacobian methods** (stage ``loss_based``; ``--no-loss-based`` skips it):
    one LeNet each on Multi-MNIST trained with FAMO (Liu et al., NeurIPS 2023; a
    loss-based weighting, one backward pass a step through ``jp.loss_vjp``), MGDA and
    UPGrad (the Jacobian, ``m`` backward passes), ``loss_based_epochs`` epochs (1):
