@@ -860,6 +860,7 @@ FIELD = {
     "aug-chebyshev": (lambda m: jp.aug_chebyshev(num_tasks=m), 2, lambda g: 1.0 + 1e-3),
     "pnorm": (lambda m: jp.pnorm(num_tasks=m), 2, lambda g: 1.0),
     "sdmgrad": (lambda m: jp.sdmgrad(0.3, num_tasks=m), 2, lambda g: 1.0),
+    "moco": (lambda m: jp.moco(num_tasks=m), 2, lambda g: 1.0),
 }
 
 

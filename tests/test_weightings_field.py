@@ -566,6 +566,12 @@ def test_jacobian_weightings_permutation_and_scale():
     ):
         np.testing.assert_allclose(fn(j[perm]), fn(j), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(fn(3.5 * j), 3.5 * np.asarray(fn(j)), rtol=1e-12)
+    # MoCo (one step from init): permutation invariant, not scale free.
+    mw = jp.weighting.moco(gamma=0.5)
+    mo = lambda x: np.asarray(mw.update(jnp.asarray(x), mw.init(5, jnp.float64, params=jnp.zeros(8)))[0])  # noqa: E731
+    np.testing.assert_allclose(mo(j[perm]), mo(j), rtol=1e-12, atol=1e-14)
+    small = 0.02 * j  # inside the simplex (a saturated step lands on the same vertex)
+    assert np.max(np.abs(mo(3.5 * small) - 3.5 * mo(small))) > 1e-3
     # Unclaimed: neither is non-conflicting / linear under task scaling, here.
     c = np.array([0.3, 2.0, 1.0, 0.5, 4.0])
     tm = lambda x: np.asarray(trimmed_mean_direction(jnp.asarray(x), 1)[0])  # noqa: E731
@@ -642,3 +648,56 @@ def test_nash_update_weights_every_schedule_matches_torchjd():
     assert changed(ours) == changed(theirs) == [False, False, True, False]
     # and its solutions are the same bargaining weights (up to its CCP tolerance)
     np.testing.assert_allclose(theirs[0], ours[0], rtol=2e-2)
+
+
+# ----------------------------------------------------------------------------- MoCo
+
+
+def _moco_numpy(jacs, beta=0.5, gamma=0.1, rho=0.0):
+    """Fernando et al. 2023, Algorithm 1, naively (Y starts at the first Jacobian)."""
+    m = jacs[0].shape[0]
+    lam = np.full(m, 1.0 / m)
+    y = None
+    out = []
+    for g in jacs:
+        y = g.copy() if y is None else y - beta * (y - g)
+        step = lam - gamma * (y @ y.T + rho * np.eye(m)) @ lam
+        # Euclidean projection onto the simplex by bisection on the threshold
+        lo, hi = step.min() - 1, step.max()
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if np.maximum(step - mid, 0).sum() > 1 else (lo, mid)
+        lam = np.maximum(step - 0.5 * (lo + hi), 0)
+        out.append((y.T @ lam, lam.copy()))
+    return out
+
+
+def test_moco_matches_numpy_algorithm_and_transform():
+    jacs = [jac(110 + s, 3, 6) for s in range(4)]
+    expected = _moco_numpy(jacs, beta=0.3, gamma=0.05, rho=0.1)
+    tx = jp.moco(num_tasks=3, beta=0.3, gamma=0.05, rho=0.1)
+    params = {"a": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+    st = tx.init(params)
+    step = jax.jit(tx.update)
+    for j, (d_ref, lam_ref) in zip(jacs, expected):
+        tree = {"a": jnp.asarray(j[:, :4].reshape(3, 2, 2)), "b": jnp.asarray(j[:, 4:])}
+        d, st = step(tree, st)
+        got = np.concatenate([np.ravel(d["a"]), d["b"]])
+        np.testing.assert_allclose(got, d_ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(st.weights, lam_ref, atol=1e-12)
+    # NaN Jacobian: skipped, the tracked gradients are unchanged
+    tracked = st.inner.tracked
+    bad = {"a": jnp.full((3, 2, 2), jnp.nan), "b": jnp.zeros((3, 2))}
+    d, st2 = step(bad, st)
+    assert int(st2.skipped) == 1 and float(jnp.max(jnp.abs(d["b"]))) == 0
+    for x, y in zip(jax.tree_util.tree_leaves(tracked), jax.tree_util.tree_leaves(st2.inner.tracked)):
+        np.testing.assert_array_equal(x, y)
+    # the pure weighting: NaN → flag, m = 1 → the (tracked) gradient
+    w = jp.weighting.moco()
+    s0 = w.init(1, jnp.float64, params=jnp.zeros(3))
+    d1, s1 = w.update(jnp.ones((1, 3)), s0)
+    np.testing.assert_allclose(d1, 1.0)
+    _, s2 = w.update(jnp.full((1, 3), jnp.nan), s1)
+    assert int(s2.status) == Status.NONFINITE_INPUT
+    with pytest.raises(ValueError, match="params"):
+        w.init(2)

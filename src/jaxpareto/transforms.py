@@ -187,7 +187,10 @@ def aggregate(
             wdtype = _weight_dtype(jnp.result_type(*leaves))
         else:
             wdtype = jnp.float32
-        inner = weighting.init(m_static, wdtype)
+        if weighting.needs == "jacobian":  # e.g. MoCo's tracked gradients are shaped by params
+            inner = weighting.init(m_static, wdtype, params=params)
+        else:
+            inner = weighting.init(m_static, wdtype)
         return AggregateState(
             scaled_weights=jnp.asarray(inner.weights, wdtype),
             inner=inner,
@@ -432,6 +435,7 @@ SHORTHANDS = (
     "aug_chebyshev",
     "pnorm",
     "sdmgrad",
+    "moco",
 )
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
@@ -462,3 +466,4 @@ aasf = _shorthand("aasf")
 aug_chebyshev = _shorthand("aug_chebyshev")
 pnorm = _shorthand("pnorm")
 sdmgrad = _shorthand("sdmgrad")
+moco = _shorthand("moco")

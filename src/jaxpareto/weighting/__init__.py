@@ -51,6 +51,7 @@ from jaxpareto.weighting.min_norm import (
     mgda,
     min_norm_weights,
 )
+from jaxpareto.weighting.moco import MocoState, moco
 from jaxpareto.weighting.nash_mtl import NashMtlResult, NashMtlState, nash_mtl, nash_mtl_weights
 from jaxpareto.weighting.pcgrad import (
     PcgradResult,
@@ -134,6 +135,8 @@ __all__ = [
     "project_simplex",
     "sdmgrad",
     "sdmgrad_weights",
+    "MocoState",
+    "moco",
     "EpoResult",
     "EpoState",
     "epo",

@@ -134,7 +134,8 @@ def graddrop(seed: int | jax.Array = 0, *, num_tasks: int | None = None, leak=No
             raise ValueError(f"`num_tasks`={num_tasks} disagrees with len(leak).")
         num_tasks = int(leak.shape[0])
 
-    def init(num_tasks: int, dtype=jnp.float32, *, key=None) -> KeyState:
+    def init(num_tasks: int, dtype=jnp.float32, *, key=None, params=None) -> KeyState:
+        del params  # not needed (the protocol passes it to Jacobian weightings)
         num_tasks = check_num_tasks(num_tasks)
         base = field_state(jnp.ones((num_tasks,), dtype))
         return KeyState(*base, key=key0 if key is None else key)

@@ -241,7 +241,8 @@ def trimmed_mean(trim_number: int = 1, *, num_tasks: int | None = None) -> Weigh
     """
     t = check_nonneg_int(trim_number, "trim_number")
 
-    def init(num_tasks: int, dtype=jnp.float32) -> FieldState:
+    def init(num_tasks: int, dtype=jnp.float32, *, params=None) -> FieldState:
+        del params  # not needed (the protocol passes it to Jacobian weightings)
         num_tasks = check_num_tasks(num_tasks)
         if num_tasks > 1 and num_tasks < 2 * t + 1:
             raise ValueError(
