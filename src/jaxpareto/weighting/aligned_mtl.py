@@ -68,7 +68,7 @@ class AlignedMtlResult(NamedTuple):
     degenerate: jax.Array
 
 
-def _check_scale_mode(scale_mode) -> str:
+def _check_scale_mode(scale_mode) -> Literal["min", "median", "rmse"]:
     if not isinstance(scale_mode, str) or scale_mode not in SCALE_MODES:
         raise ValueError(f"`scale_mode` must be one of {SCALE_MODES}, got {scale_mode!r}.")
     return scale_mode

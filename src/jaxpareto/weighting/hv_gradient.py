@@ -75,7 +75,7 @@ class HvGradientResult(NamedTuple):
     ranks: jax.Array
 
 
-def _check_normalization(normalization) -> str:
+def _check_normalization(normalization) -> Literal["l1", "l2", "none"]:
     if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
         raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}.")
     return normalization

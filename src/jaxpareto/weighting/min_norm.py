@@ -486,13 +486,13 @@ def _reference_solver(gram: jax.Array, method: str, max_iter: int, tol: float):
 # ----------------------------------------------------------------------- public solver
 
 
-def _check_method(method) -> str:
+def _check_method(method) -> Literal["auto", "frank_wolfe", "projected_gradient"]:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     return method
 
 
-def _check_normalization(normalization) -> str:
+def _check_normalization(normalization) -> Literal["none", "l2", "loss", "loss+"]:
     if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
         raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}.")
     return normalization

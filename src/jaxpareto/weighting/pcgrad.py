@@ -78,7 +78,7 @@ class PcgradResult(NamedTuple):
     degenerate: jax.Array
 
 
-def _check_reduction(reduction) -> str:
+def _check_reduction(reduction) -> Literal["sum", "mean"]:
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}.")
     return reduction
