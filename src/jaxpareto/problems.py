@@ -651,7 +651,7 @@ def _box_problem(
         x_star = np.asarray(x_star, np.float64)
         p = n - x_star.shape[0]
 
-        def pareto_set(position):
+        def set_at(position):
             position = _float_input(position, "position")
             if position.ndim < 1 or position.shape[-1] != p:
                 raise ValueError(
@@ -666,15 +666,15 @@ def _box_problem(
                 [theta_pos, jnp.broadcast_to(theta_dist, position.shape[:-1] + (n - p,))], axis=-1
             )
 
-        def is_pareto_optimal(params, atol=1e-6):
+        def optimal_at(params, atol=1e-6):
             x = box(params)
             on_set = jnp.all(jnp.abs(x[p:] - jnp.asarray(x_star, x.dtype)) <= atol)
             if optimal_position is None:
                 return on_set
             return on_set & optimal_position(x[:p], atol)
 
-        pareto_set = jax.jit(pareto_set)
-        is_pareto_optimal = jax.jit(is_pareto_optimal)
+        pareto_set = jax.jit(set_at)
+        is_pareto_optimal = jax.jit(optimal_at)
 
     def pareto_front(num: int, key=None, dtype=None):
         num = _check_int(num, "num", 1, f"{fn}.pareto_front")
@@ -792,8 +792,10 @@ def _zdt(index: int, n: int | None) -> Problem:
     optimal = None
     if index == 3:
 
-        def optimal(position, atol):
+        def zdt3_optimal(position, atol):
             return _in_intervals(position[0], _zdt3_intervals(), atol)
+
+        optimal = zdt3_optimal
 
     return _box_problem(
         name=f"zdt{index}(n={n})",
@@ -976,8 +978,10 @@ def _dtlz(index: int, m: int, n: int | None, alpha: float = 100.0) -> Problem:
     optimal = None
     if index == 7:
 
-        def optimal(position, atol):
+        def dtlz7_optimal(position, atol):
             return jnp.all(_in_intervals(position, _dtlz7_intervals(), atol))
+
+        optimal = dtlz7_optimal
 
     x_star = np.zeros(k) if index in (6, 7) else np.full(k, 0.5)
     return _box_problem(
