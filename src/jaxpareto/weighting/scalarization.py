@@ -24,16 +24,43 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxpareto._guard import all_finite
 from jaxpareto._validate import check_preference, check_vector, working_dtype
-from jaxpareto.weighting.base import Weighting, factory_preference, weighting_factory
+from jaxpareto.weighting.base import (
+    Weighting,
+    core_fields,
+    factory_preference,
+    pick_status,
+    weighting_factory,
+)
 
 
 class ScalarizationState(NamedTuple):
-    """State of a scalarization weighting: the last weights and whether the preference
-    had to be replaced (non-finite or non-positive entries at run time)."""
+    """State of a scalarization weighting.
+
+    Attributes:
+      weights: ``[m]`` the last weights.
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status`: ``NONFINITE_INPUT`` when
+        the losses (or the Gramian) held a NaN/inf, else ``SUCCESSFUL`` (closed form).
+      converged: bool ``[]`` True unless the input was non-finite.
+      iterations: int32 ``[]`` 0 (closed form).
+      invalid_preference: bool ``[]`` the preference had to be replaced (non-finite or
+        non-positive entries at run time).
+    """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     invalid_preference: jax.Array
+
+
+def _state(w, invalid, gram=None, losses=None) -> ScalarizationState:
+    """The state after an update: the status reads the inputs' finiteness."""
+    finite = all_finite(gram, losses)
+    return ScalarizationState(
+        w, pick_status(nonfinite=~finite), finite, jnp.zeros((), jnp.int32), invalid
+    )
 
 
 def _safe_preference(preference: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -107,8 +134,7 @@ def _init(num_tasks: int, dtype=jnp.float32) -> ScalarizationState:
     if num_tasks < 1:
         raise ValueError(f"`num_tasks` must be >= 1, got {num_tasks}.")
     return ScalarizationState(
-        weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
-        invalid_preference=jnp.asarray(False),
+        **core_fields(num_tasks, dtype), invalid_preference=jnp.asarray(False)
     )
 
 
@@ -129,12 +155,11 @@ def linear(preference: jax.Array | None = None) -> Weighting:
     preference = factory_preference(preference)
 
     def update(gram, state, *, losses=None, preference=None):
-        del losses
         m = state.weights.shape[0]
         r = _resolve_preference(_default, preference, m)
         r, invalid = _safe_preference(r.astype(state.weights.dtype))
         w = r / jnp.sum(r)
-        return w, ScalarizationState(w, invalid)
+        return w, _state(w, invalid, gram, losses)
 
     _default = preference
     return Weighting(_init, update, None if preference is None else preference.shape[0])
@@ -156,14 +181,13 @@ def chebyshev(
         raise ValueError(f"`smoothing` must be positive or None, got {smoothing!r}.")
 
     def update(gram, state, *, losses=None, preference=None):
-        del gram
         if losses is None:
             raise ValueError("`losses` is required by the chebyshev weighting (pass value=losses).")
         m = state.weights.shape[0]
         r = _resolve_preference(_default, preference, m)
         _, invalid = _safe_preference(jnp.asarray(r))
         w = chebyshev_weights(losses, r, ideal, smoothing=smoothing).astype(state.weights.dtype)
-        return w, ScalarizationState(w, invalid)
+        return w, _state(w, invalid, gram, losses)
 
     _default = preference
     return Weighting(_init, update, None if preference is None else preference.shape[0])
@@ -400,14 +424,13 @@ def _loss_weighting(fn, preference, name, num_tasks=None, **options) -> Weightin
         raise ValueError(f"`num_tasks`={num_tasks} disagrees with len(preference)={fixed}.")
 
     def update(gram, state, *, losses=None, preference=None):
-        del gram
         if losses is None:
             raise ValueError(f"`losses` is required by the {name} weighting (pass losses=).")
         m = state.weights.shape[0]
         r = _resolve_preference(default, preference, m)
         _, invalid = _safe_preference(jnp.asarray(r))
         w = fn(losses, r, **options).astype(state.weights.dtype)
-        return w, ScalarizationState(w, invalid)
+        return w, _state(w, invalid, gram, losses)
 
     return Weighting(_init, update, fixed if num_tasks is None else num_tasks)
 
