@@ -212,14 +212,15 @@ def _mtl_inputs():
 def _oracle_weights(name):
     """Oracle 1 of :func:`test_mtl_value_and_grad`: the weighting run on the Gramian of
     the explicit Jacobian w.r.t. the representation, and the losses. Both head scalings
-    share it (same inputs), so each weighting's eager solve runs once."""
+    share it (same inputs), so each weighting's solve compiles once (one jitted program:
+    cheaper than dispatching the solver's operations eagerly)."""
     params, batch = _mtl_inputs()
     w8 = _weighting(name)
     z = _encode(params, batch)
     jz = jax.jacrev(lambda zz: _heads(params, zz, batch))(z).reshape(3, -1)
     losses = _heads(params, z, batch)
-    expected_w, _ = w8.update(jz @ jz.T, w8.init(3, jnp.float64), losses=losses)
-    return expected_w, losses
+    solve = jax.jit(lambda gram, l: w8.update(gram, w8.init(3, jnp.float64), losses=l)[0])
+    return solve(jz @ jz.T, losses), losses
 
 
 @pytest.mark.parametrize("head_scaling", ["reference", "paper"])
