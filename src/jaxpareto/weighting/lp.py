@@ -37,7 +37,11 @@ non-degenerate pivot switches back. So the method terminates in exact arithmetic
 ``max_iter`` caps it in floating point.
 
 Scaling and tolerances: each constraint row ``(A_k, b_k)`` is divided by its largest
-absolute entry and ``c`` by ``max|c|`` (neither changes the solution). Rows are thus
+absolute entry and ``c`` by ``max|c|`` (neither changes the solution); with
+``col_scale = s`` the columns are scaled first, the solver working on ``z = s ⊙ β``
+(the simplex row becomes ``Σ z_i / s_i = 1``). For Gramian rows ``A = C`` and
+``s ∝ √diag C`` the scaled rows are the correlation matrix ``D⁻¹CD⁻¹``: each row on its
+own task's scale at any spread of gradient norms (EPO uses this). Rows are thus
 scale-free: a row made of rounding noise is a real constraint here (HiGHS would drop
 coefficients below 1e-9), so callers zero such rows (:mod:`~jaxpareto.weighting.epo`
 does). Pivot and phase-1 feasibility tolerance ``0.1 √ε`` (1.5e-9 in float64, 3.5e-5 in
@@ -134,6 +138,15 @@ def _validate(c, a_ub, b_ub, mask, max_iter):
     return c, a_ub, b_ub, mask, max_iter
 
 
+def _inverse_scales(col_scale):
+    """``1 / s`` with non-positive or non-finite entries replaced by the largest valid
+    scale (1 if none): any positive scale gives the same LP, only its conditioning."""
+    valid = jnp.isfinite(col_scale) & (col_scale > 0)
+    top = jnp.max(jnp.where(valid, col_scale, 0))
+    s = jnp.where(valid, col_scale, jnp.where(top > 0, top, 1))
+    return 1 / s
+
+
 class _Loop(NamedTuple):
     basis: jax.Array  # [R] int32, the column basic in each row
     inv: jax.Array  # [R, R] inverse of the basis matrix, updated in product form
@@ -151,6 +164,7 @@ def linprog_simplex(
     mask: jax.Array,
     *,
     max_iter: int | None = None,
+    col_scale: jax.Array | None = None,
 ) -> LPResult:
     """Maximise ``cᵀβ`` over the simplex subject to masked rows ``(Aβ)_k ≥ b_k``.
 
@@ -160,6 +174,13 @@ def linprog_simplex(
       b_ub: ``[k]`` right-hand sides.
       mask: ``[k]`` bool; row ``k`` is enforced only where ``mask[k]`` is True.
       max_iter: cap on simplex pivots (static); default :func:`default_max_iter`.
+      col_scale: optional ``[m]`` positive column scales ``s``: the pivots and
+        tolerances then act on ``z = s ⊙ β`` (columns ``A_{·i} / s_i``, simplex row
+        ``Σ z_i / s_i = 1``), which does not change the solution. For a Gramian
+        ``A = C`` the choice ``s = √diag C`` makes the constraint rows the unit-diagonal
+        correlation matrix ``D⁻¹CD⁻¹``, so every row is read on its own task's scale
+        (column equilibration; see the module docstring). Non-positive or non-finite
+        entries are replaced by the largest valid one.
 
     Returns:
       :class:`LPResult`. ``x`` follows the floating dtype of the inputs (float16/bfloat16
@@ -177,6 +198,21 @@ def linprog_simplex(
     dtype = working_dtype(c, a_ub, b_ub)
     c, a_ub, b_ub = c.astype(dtype), a_ub.astype(dtype), b_ub.astype(dtype)
     m, k = a_ub.shape[1], a_ub.shape[0]
+    if col_scale is None:
+        inv_s = jnp.ones((m,), dtype)
+    else:
+        col_scale = jnp.asarray(col_scale)
+        if col_scale.shape != (m,):
+            raise ValueError(
+                f"`col_scale` must have shape ({m},) to match `c`, got {col_scale.shape}."
+            )
+        inv_s = _inverse_scales(col_scale.astype(dtype))
+    # Work on z = s ⊙ β: c and the columns of A are divided by s and the simplex row is
+    # (1/s)ᵀ z = 1 (right-hand side 1). The pivot and feasibility tolerances act on z,
+    # so s should make the solution's z of order 1 (the caller knows its scales).
+    c_beta = c  # the objective in β, for the reported value
+    c = c * inv_s
+    a_ub = a_ub * inv_s[None, :]
     num_rows, num_real = k + 1, m + k  # real columns: β then surplus s
     num_cols = num_real + num_rows  # then one artificial per row
     tol_piv, tol_opt, tol_feas = _tolerances(dtype)
@@ -200,7 +236,7 @@ def linprog_simplex(
     c_s = c_f / jnp.where(c_scale > 0, c_scale, 1)
 
     sign = jnp.where(b_s <= 0, -1, 1).astype(dtype)
-    top = jnp.concatenate([jnp.ones((1, m), dtype), jnp.zeros((1, k), dtype)], axis=1)
+    top = jnp.concatenate([inv_s[None, :], jnp.zeros((1, k), dtype)], axis=1)
     bottom = jnp.concatenate([sign[:, None] * a_s, -sign[:, None] * jnp.eye(k, dtype=dtype)], 1)
     a_full = jnp.concatenate(
         [jnp.concatenate([top, bottom], axis=0), jnp.eye(num_rows, dtype=dtype)], axis=1
@@ -308,11 +344,11 @@ def linprog_simplex(
     x_b = out.inv @ rhs
     x_b = refine(out.inv, basis_matrix, rhs, refine(out.inv, basis_matrix, rhs, x_b))
     x_full = select_basis.T @ x_b
-    beta = jnp.maximum(x_full[:m], 0)
+    beta = jnp.maximum(x_full[:m], 0) * inv_s  # β = z / s
     total = jnp.sum(beta)
     ok = (status == OPTIMAL) & (total > 0) & jnp.all(jnp.isfinite(beta))
     uniform = jnp.full((m,), 1.0 / m, dtype)
     beta = jnp.where(ok, beta / jnp.where(total > 0, total, 1), uniform)
     status = jnp.where((status == OPTIMAL) & ~ok, NUMERICAL_ERROR, status).astype(jnp.int32)
-    objective = jnp.dot(c_f, beta)
+    objective = jnp.dot(jnp.where(jnp.isfinite(c_beta), c_beta, 0), beta)
     return LPResult(beta.astype(out_dtype), objective.astype(out_dtype), status, out.pivots)
