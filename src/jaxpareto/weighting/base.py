@@ -315,10 +315,10 @@ def make_weighting(init, update, *, num_tasks=None, needs: str = "gramian") -> W
         fixed, inner_init = num_tasks, init
 
         @functools.wraps(inner_init)
-        def checked_init(n, dtype=jnp.float32):
+        def checked_init(n, dtype=jnp.float32, **kwargs):
             if check_num_tasks(n) != fixed:
                 raise ValueError(f"`num_tasks`={n} but this weighting was built for m={fixed}.")
-            return inner_init(n, dtype)
+            return inner_init(n, dtype, **kwargs)  # e.g. key=, params= (Jacobian weightings)
 
         init = checked_init
 
@@ -328,9 +328,11 @@ def make_weighting(init, update, *, num_tasks=None, needs: str = "gramian") -> W
         known = set(names[2:]) - {"losses", "preference"}  # keywords after (gram, state)
 
         @functools.wraps(inner_update)
-        def tolerant_update(gram, state, *, losses=None, preference=None, **extra):
+        def tolerant_update(first, state, /, *, losses=None, preference=None, **extra):
+            # `first` is the Gramian, or the Jacobian of a Jacobian weighting (which also
+            # receives `gram=` as a keyword).
             passed = {k: v for k, v in extra.items() if k in known}
-            return inner_update(gram, state, losses=losses, preference=preference, **passed)
+            return inner_update(first, state, losses=losses, preference=preference, **passed)
 
         update = tolerant_update
 

@@ -34,7 +34,12 @@ from jaxpareto.weighting._field import (
     field_state,
     pick_status,
 )
-from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    weighting_factory,
+)
 
 __all__ = ["constant", "random", "random_weights", "sum"]
 
@@ -43,6 +48,7 @@ def _nonfinite_status(gram):
     return pick_status(~jnp.all(jnp.isfinite(gram)), jnp.asarray(False))
 
 
+@weighting_factory
 def sum(*, num_tasks: int | None = None) -> Weighting:
     """Sum of the task gradients: ``w = 1`` (TorchJD ``Sum``), ``d = Σ_i g_i``.
 
@@ -68,6 +74,7 @@ def sum(*, num_tasks: int | None = None) -> Weighting:
     return Weighting(init, update, num_tasks)
 
 
+@weighting_factory
 def constant(weights, *, num_tasks: int | None = None) -> Weighting:
     """Fixed raw weights (TorchJD ``Constant``): ``d = Σ_i w_i g_i`` with ``w`` as given.
 
@@ -113,6 +120,7 @@ def random_weights(key: jax.Array, num_tasks: int, dtype=jnp.float32) -> jax.Arr
     return jax.nn.softmax(z)
 
 
+@weighting_factory
 def random(seed: int | jax.Array = 0, *, num_tasks: int | None = None) -> Weighting:
     """Random weights ``softmax(z)``, ``z ~ N(0, I)``, fresh at every update (TorchJD
     ``Random``; Lin et al., TMLR 2022, Algorithm 2).

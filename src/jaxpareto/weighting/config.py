@@ -49,6 +49,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     factory_preference,
     full_precision,
+    weighting_factory,
 )
 
 __all__ = ["ConfigResult", "config", "config_weights"]
@@ -130,6 +131,7 @@ def _config(gram, r, rtol) -> ConfigResult:
     )
 
 
+@weighting_factory
 def config(
     preference: jax.Array | None = None,
     *,

@@ -48,7 +48,13 @@ import numpy as np
 
 from jaxpareto._validate import check_gram, working_dtype
 from jaxpareto.weighting._field import FieldState, field_state, status_array
-from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches, full_precision
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    weighting_factory,
+)
 
 __all__ = ["FairGradResult", "fairgrad", "fairgrad_weights"]
 
@@ -177,6 +183,7 @@ def _fairgrad(gram, alpha, max_iter, tol) -> FairGradResult:
     return FairGradResult(w.astype(out), status, conv, it, res.astype(out))
 
 
+@weighting_factory
 def fairgrad(
     alpha: float = 1.0,
     *,

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from jaxpareto._validate import working_dtype
 from jaxpareto.weighting._field import KeyState, default_key, field_state, pick_status
-from jaxpareto.weighting.base import Weighting, check_num_tasks
+from jaxpareto.weighting.base import Weighting, check_num_tasks, weighting_factory
 
 __all__ = ["graddrop", "graddrop_direction"]
 
@@ -113,6 +113,7 @@ def _graddrop(leaves, us, leak, treedef):
     return jax.tree_util.tree_unflatten(treedef, outs), weights, finite
 
 
+@weighting_factory
 def graddrop(seed: int | jax.Array = 0, *, num_tasks: int | None = None, leak=None) -> Weighting:
     """GradDrop as a Jacobian weighting (``needs="jacobian"``; TorchJD ``GradDrop``).
 

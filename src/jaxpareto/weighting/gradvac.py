@@ -34,14 +34,20 @@ corrected towards (their cosine is 0 / eps).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
 from jaxpareto.weighting._field import default_key, pick_status
-from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches, full_precision
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    full_precision,
+    weighting_factory,
+)
 from jaxpareto.weighting.pcgrad import _check_orders, random_orders
 
 __all__ = ["GradVacResult", "GradVacState", "gradvac", "gradvac_weights"]
@@ -183,13 +189,14 @@ class GradVacState(NamedTuple):
     key: jax.Array
 
 
+@weighting_factory
 def gradvac(
     seed: int | jax.Array = 0,
     *,
     num_tasks: int | None = None,
     beta: float = 0.5,
     eps: float = 1e-8,
-    ema: str = "always",
+    ema: Literal["always", "corrected"] = "always",
 ) -> Weighting:
     """GradVac as a weighting (see the module docstring and :func:`gradvac_weights`).
 

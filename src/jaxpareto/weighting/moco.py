@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from jaxpareto._validate import working_dtype
 from jaxpareto.weighting._field import pick_status
-from jaxpareto.weighting.base import Weighting, check_num_tasks
+from jaxpareto.weighting.base import Weighting, check_num_tasks, weighting_factory
 from jaxpareto.weighting.sdmgrad import project_simplex
 
 __all__ = ["MocoState", "moco"]
@@ -106,12 +106,14 @@ def _moco(jac, state, beta, gamma, rho):
     return direction, new
 
 
+@weighting_factory
 def moco(
     *,
     num_tasks: int | None = None,
     beta: float = 0.5,
     gamma: float = 0.1,
     rho: float = 0.0,
+    params=None,
 ) -> Weighting:
     """MoCo as a Jacobian weighting (``needs="jacobian"``; see the module docstring).
 
@@ -123,6 +125,8 @@ def moco(
       beta: tracking rate ``β ∈ (0, 1]``.
       gamma: step of the weight update ``γ > 0``.
       rho: ridge ``ρ ≥ 0`` added to the tracked Gramian.
+      params: optional parameter pytree (a template) shaping ``Y`` when ``init`` is not
+        given ``params`` (``jp.aggregate`` always passes them).
     """
     if not 0 < beta <= 1:
         raise ValueError(f"`beta` must be in (0, 1], got {beta!r}.")
@@ -131,8 +135,11 @@ def moco(
     if not rho >= 0:
         raise ValueError(f"`rho` must be >= 0, got {rho!r}.")
 
+    template = params
+
     def init(num_tasks: int, dtype=jnp.float32, *, params=None) -> MocoState:
         num_tasks = check_num_tasks(num_tasks)
+        params = template if params is None else params
         if params is None:
             raise ValueError("moco's init needs `params` (the pytree that shapes the tracked Y).")
         tracked = jax.tree_util.tree_map(

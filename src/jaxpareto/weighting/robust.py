@@ -37,7 +37,7 @@ uniform weights ``1/m`` (Krum) or a zero direction (TrimmedMean) with
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,12 @@ from jaxpareto.weighting._field import (
     field_state,
     pick_status,
 )
-from jaxpareto.weighting.base import Weighting, check_num_tasks, check_state_matches
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    weighting_factory,
+)
 
 __all__ = ["KrumResult", "krum", "krum_weights", "trimmed_mean", "trimmed_mean_direction"]
 
@@ -137,12 +142,13 @@ def _krum(gram, f, k, score) -> KrumResult:
     )
 
 
+@weighting_factory
 def krum(
     n_byzantine: int = 1,
     *,
     num_tasks: int | None = None,
     n_selected: int = 1,
-    score: str = "distance",
+    score: Literal["distance", "squared"] = "distance",
 ) -> Weighting:
     """Krum / Multi-Krum as a weighting (see the module docstring, :func:`krum_weights`).
 
@@ -229,6 +235,7 @@ def _trimmed_mean(jac, t):
     return jax.tree_util.tree_unflatten(treedef, outs), weights, finite
 
 
+@weighting_factory
 def trimmed_mean(trim_number: int = 1, *, num_tasks: int | None = None) -> Weighting:
     """TrimmedMean as a Jacobian weighting (``needs="jacobian"``; TorchJD ``TrimmedMean``).
 

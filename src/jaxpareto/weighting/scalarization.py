@@ -435,6 +435,7 @@ def _loss_weighting(fn, preference, name, num_tasks=None, **options) -> Weightin
     return Weighting(_init, update, fixed if num_tasks is None else num_tasks)
 
 
+@weighting_factory
 def pbi(preference=None, *, num_tasks=None, ideal=None, penalty: float = 5.0) -> Weighting:
     """PBI as a weighting: raw weights :func:`pbi_weights` (``update`` needs ``losses``;
     a run-time ``preference`` overrides the one given here)."""
@@ -448,12 +449,14 @@ def pbi(preference=None, *, num_tasks=None, ideal=None, penalty: float = 5.0) ->
     )
 
 
+@weighting_factory
 def cosmos(preference=None, *, num_tasks=None, penalty: float = 1.0) -> Weighting:
     """COSMOS as a weighting: raw weights :func:`cosmos_weights` (needs ``losses``)."""
     _check_nonneg(penalty, "penalty")
     return _loss_weighting(cosmos_weights, preference, "cosmos", num_tasks, penalty=penalty)
 
 
+@weighting_factory
 def aasf(
     preference=None,
     *,
@@ -476,6 +479,7 @@ def aasf(
     )
 
 
+@weighting_factory
 def aug_chebyshev(
     preference=None,
     *,
@@ -498,6 +502,7 @@ def aug_chebyshev(
     )
 
 
+@weighting_factory
 def pnorm(preference=None, *, num_tasks=None, ideal=None, p: float = 2.0) -> Weighting:
     """Weighted ``p``-norm as a weighting: raw weights :func:`pnorm_weights`."""
     if p is None or not p >= 1:

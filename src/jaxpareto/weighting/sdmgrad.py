@@ -47,6 +47,7 @@ from jaxpareto.weighting.base import (
     check_state_matches,
     factory_preference,
     full_precision,
+    weighting_factory,
 )
 
 __all__ = ["SdmGradResult", "SdmGradState", "project_simplex", "sdmgrad", "sdmgrad_weights"]
@@ -181,6 +182,7 @@ class SdmGradState(NamedTuple):
     iterate: jax.Array
 
 
+@weighting_factory
 def sdmgrad(
     lam: float = 0.3,
     *,
