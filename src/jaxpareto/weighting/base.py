@@ -42,7 +42,9 @@ dropout), so their update is not ``Gᵀw`` for any ``w``. They are still a pair 
 jittable functions, marked by the last field of :class:`Weighting`,
 ``needs="jacobian"``:
 
-* ``init(num_tasks, dtype=float32) -> state`` as for every weighting;
+* ``init(num_tasks, dtype=float32, *, params=None) -> state``: :func:`jaxpareto.aggregate`
+  passes the parameter pytree, for a state shaped like the parameters (MoCo's tracked
+  gradients); methods that do not need it ignore it;
 * ``update(jac, state, *, losses=None, preference=None, gram=None) -> (direction, state)``
   where ``jac`` is the Jacobian pytree (every leaf ``[m, ...]``, or a plain ``[m, n]``
   matrix) and ``direction`` is one gradient-shaped pytree (every leaf ``[...]``, the
