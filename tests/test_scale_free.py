@@ -376,6 +376,9 @@ def test_projection_direction_invariant_to_one_task_scaling(name):
         p = np.full(5, 0.2)
         p[2] /= factor
         d = scaled.T @ np.asarray(fn(gram_of(scaled, np.float64), jnp.asarray(p)).weights)
+        # Preferences are rescaled to the simplex (p / Σ p, the library's one preference
+        # rule), so the update is the unscaled one divided by Σ p.
+        d = d * p.sum()
         assert np.linalg.norm(d - base) <= 1e-7 * np.linalg.norm(base), factor
 
 
