@@ -566,7 +566,7 @@ def _epo_oracle(gram, losses, pref):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m", [2, 8, 40])
+@pytest.mark.parametrize("m", [2, 8, pytest.param(40, marks=pytest.mark.slow)])
 def test_epo_random_spread_against_highs(m, dtype):
     """Per-task norms 10^U(−4, 4) (every third instance rank-deficient with a duplicated
     row), losses on the preference ray (descent) or random (balance). An answer that is
