@@ -59,7 +59,6 @@ REQUIRED = {
     "trimmed_mean": lambda m: {"trim_number": 0},
     "constant": lambda m: {"weights": np.ones(m)},
     "moco": lambda m: {"params": np.zeros(5)},  # shapes its tracked Jacobian (m × 5 here)
-    "moco": lambda m: {"params": np.zeros(5)},  # shapes its tracked Jacobian (m × 5 here)
 }
 
 
