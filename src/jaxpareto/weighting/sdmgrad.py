@@ -84,7 +84,7 @@ class SdmGradResult(NamedTuple):
 
 
 def _check(lam, lr, momentum, max_iter):
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not lam >= 0:
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not float(lam) >= 0:
         raise ValueError(f"`lam` must be a float >= 0, got {lam!r}.")
     if not lr > 0:
         raise ValueError(f"`lr` must be positive, got {lr!r}.")
