@@ -417,3 +417,27 @@ def test_gradient_under_vmap_and_singular_gram_is_finite():
 
     grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(jnp.asarray(g), jnp.eye(M))
     assert bool(jnp.all(jnp.isfinite(grads)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_kkt_residual_is_linear_in_the_distance_to_the_active_face(dtype):
+    """The complementarity term is the min-map ``min(ĝ₊, |x − l|)``, not the product: a
+    point whose inactive coordinates sit δ off their bounds with multipliers δ has
+    residual ≈ δ (the product would say δ², and a float32 solve stopped there with
+    ``converged=True`` 5e-4 away from the exact ``x = e₀`` of ``min ½‖x‖²`` s.t.
+    ``x ≥ e₀``). The exact answer is the analytic one; UPGrad on ``C = I`` (no conflict)
+    must return ``w = p = 1/m`` to the dtype's accuracy."""
+    eps = float(jnp.finfo(dtype).eps)
+    q = jnp.eye(3, dtype=dtype)
+    lower = jnp.eye(3, dtype=dtype)[0]
+    for delta in (1e-3, 1e-2):
+        bad = jnp.asarray([1.0, delta, delta], dtype)
+        res = float(qp_kkt_residual(q, None, bad, lower=lower))
+        assert delta / 2 <= res <= 2 * delta, (delta, res)
+    sol = solve_qp(q, None, lower=lower)
+    np.testing.assert_allclose(np.asarray(sol.x), [1.0, 0.0, 0.0], atol=8 * eps)
+    assert bool(sol.converged)
+    from jaxpareto.weighting import upgrad_weights
+
+    w = upgrad_weights(jnp.eye(4, dtype=dtype)).weights
+    np.testing.assert_allclose(np.asarray(w), np.full(4, 0.25), rtol=0, atol=8 * eps)

@@ -37,7 +37,8 @@ KKT residual (scale-free; :func:`qp_kkt_residual`): with ``s`` as above, ``ĝ = 
 and ``X = max(1, ‖x‖_∞)``,
 
     kkt = max( max_i dual-sign violation of ĝ_i,                 # dual feasibility
-               max_i (ĝ_i)_+ |x_i − l_i| / X, (−ĝ_i)_+ |u_i − x_i| / X,  # complementarity
+               max_i min((ĝ_i)_+, |x_i − l_i| / X),                 # complementarity
+               max_i min((−ĝ_i)_+, |u_i − x_i| / X),                #   (the min-map)
                bound violation / X,  |1ᵀx − total| / X )          # primal feasibility
 
 Degenerate input (never an exception at run time, never NaN): non-finite ``Q`` or ``c``
@@ -216,14 +217,18 @@ def _kkt(qs, cs, x, y, lo, hi, hl, hu, b, has_eq):
     dual = jnp.where(
         hl & hu, 0, jnp.where(hl, jnp.maximum(-g, 0), jnp.where(hu, jnp.maximum(g, 0), jnp.abs(g)))
     )
-    comp = jnp.where(hl, jnp.maximum(g, 0) * jnp.abs(x - l0), 0) + jnp.where(
-        hu, jnp.maximum(-g, 0) * jnp.abs(u0 - x), 0
+    # Complementarity as the min-map min(ĝ₊, |x − l|/X): unlike the product ĝ₊·|x − l|,
+    # it bounds the distance to the active face linearly, so a point whose inactive
+    # coordinate sits 1e-3 off its bound with a 1e-3 multiplier is not "converged".
+    comp = jnp.maximum(
+        jnp.where(hl, jnp.minimum(jnp.maximum(g, 0), jnp.abs(x - l0) / xs), 0),
+        jnp.where(hu, jnp.minimum(jnp.maximum(-g, 0), jnp.abs(u0 - x) / xs), 0),
     )
     primal = jnp.maximum(jnp.max(jnp.where(hl, l0 - x, 0)), jnp.max(jnp.where(hu, x - u0, 0)))
     primal = jnp.maximum(primal, 0)
     if has_eq:
         primal = jnp.maximum(primal, jnp.abs(jnp.sum(x) - b))
-    return jnp.maximum(jnp.max(dual), jnp.maximum(jnp.max(comp), primal) / xs)
+    return jnp.maximum(jnp.maximum(jnp.max(dual), jnp.max(comp)), primal / xs)
 
 
 class _IpmCarry(NamedTuple):
@@ -623,9 +628,9 @@ def qp_kkt_residual(
 
     Returns:
       Scalar residual in the working dtype of ``quad`` and ``linear``, on the problem
-      divided by ``s = max(maxᵢ |Qᵢᵢ|, ‖c‖∞)``: ``max(dual, max(comp, primal) /
-      max(1, ‖x‖∞))`` with the dual-feasibility (sign of the gradient), complementarity
-      and bound/equality violations.
+      divided by ``s = max(maxᵢ |Qᵢᵢ|, ‖c‖∞)``: ``max(dual, comp, primal /
+      max(1, ‖x‖∞))`` with the dual-feasibility (sign of the gradient), the min-map
+      complementarity ``min(ĝ₊, |x − l| / max(1, ‖x‖∞))`` and bound/equality violations.
 
     Raises:
       ValueError, TypeError: as :func:`solve_qp` for the problem data.
