@@ -325,6 +325,20 @@ def test_tiny_end_to_end_run_writes_finite_results(tmp_path, capsys, methods, ri
     sc = nav["start_correction"]
     assert np.all(np.asarray(sc["train_losses_after"]) <= np.asarray(sc["train_losses_before"]) + 1e-5)
 
+    # Loss-based stage: one model per method, finite; Δm% recomputed from the saved
+    # accuracies and the multitask stage's single-task networks (accuracies: higher is
+    # better, so an improvement is negative).
+    lb = saved["stages"]["loss_based"]
+    single = np.asarray(entry["methods"]["single"]["test_accuracies"])
+    base = np.asarray([single[0, 0], single[1, 1]])
+    np.testing.assert_allclose(lb["single_task_accuracy"], base)
+    assert set(lb["methods"]) == set(demo.LOSS_BASED_METHODS)
+    for name, rec in lb["methods"].items():
+        acc = np.asarray(rec["test_accuracies"])
+        assert rec["finite"] and rec["ms_per_step"] > 0 and np.all((acc >= 0) & (acc <= 1)), name
+        np.testing.assert_allclose(
+            rec["delta_m_percent"], -100 * np.mean((acc - base) / base), rtol=1e-5, atol=1e-4)
+
     hyper = saved["stages"]["hypernetwork"]
     for key in ("rays5", "rays25"):
         losses = np.asarray(hyper[key]["test_losses"])
