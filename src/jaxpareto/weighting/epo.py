@@ -219,7 +219,27 @@ def epo_weights(
     preference = check_preference(preference, m)
     if not isinstance(differentiable, bool):
         raise TypeError(f"`differentiable` must be a bool, got {differentiable!r}.")
+    return _epo(
+        gram,
+        losses,
+        preference,
+        float(eps),
+        adjustment,
+        descent,
+        fallback,
+        max_iter,
+        differentiable,
+    )
+
+
+# Jitted so that eager calls reuse one compiled program per shape and configuration
+# (inside a user's jit it is inlined); the checks above run at trace time.
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _epo(
+    gram, losses, preference, eps, adjustment, descent, fallback, max_iter, differentiable
+) -> EpoResult:
     inputs = (gram, losses, preference)
+    m = gram.shape[0]
     # The data (Gramian, losses) set the dtype; the preference is a parameter and is
     # cast to it, so a Python list or a float64 preference does not upcast a float32 run.
     out_dtype = jnp.result_type(gram, losses)

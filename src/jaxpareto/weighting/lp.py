@@ -53,6 +53,7 @@ are frozen); under ``jax.jit`` nothing is decided on the host.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -194,6 +195,19 @@ def linprog_simplex(
       TypeError: non-floating ``c``, ``a_ub`` or ``b_ub``, or a non-boolean ``mask``.
     """
     c, a_ub, b_ub, mask, max_iter = _validate(c, a_ub, b_ub, mask, max_iter)
+    if col_scale is not None:
+        col_scale = jnp.asarray(col_scale)
+        if col_scale.shape != (c.shape[0],):
+            raise ValueError(
+                f"`col_scale` must have shape ({c.shape[0]},) to match `c`, got {col_scale.shape}."
+            )
+    return _linprog(c, a_ub, b_ub, mask, col_scale, max_iter)
+
+
+# Jitted so that eager calls reuse one compiled program per shape and configuration
+# (inside a user's jit it is inlined); the checks above run at trace time.
+@functools.partial(jax.jit, static_argnums=(5,))
+def _linprog(c, a_ub, b_ub, mask, col_scale, max_iter) -> LPResult:
     out_dtype = jnp.result_type(c, a_ub, b_ub)
     dtype = working_dtype(c, a_ub, b_ub)
     c, a_ub, b_ub = c.astype(dtype), a_ub.astype(dtype), b_ub.astype(dtype)
@@ -201,11 +215,6 @@ def linprog_simplex(
     if col_scale is None:
         inv_s = jnp.ones((m,), dtype)
     else:
-        col_scale = jnp.asarray(col_scale)
-        if col_scale.shape != (m,):
-            raise ValueError(
-                f"`col_scale` must have shape ({m},) to match `c`, got {col_scale.shape}."
-            )
         inv_s = _inverse_scales(col_scale.astype(dtype))
     # Work on z = s ⊙ β: c and the columns of A are divided by s and the simplex row is
     # (1/s)ᵀ z = 1 (right-hand side 1). The pivot and feasibility tolerances act on z,
