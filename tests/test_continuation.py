@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
+import jaxpareto as jp
 from jaxpareto import continuation as ppe
 
 BIG = jnp.asarray(1e300, jnp.float64)  # "no barrier" value of the quadratic's barrier argument
@@ -194,6 +195,11 @@ def test_gmres_zero_rhs_and_iteration_cap():
     assert np.all(np.asarray(res.x[0]) == 0)
     assert not bool(res.converged[1])
     assert int(res.iterations[1]) <= 3 + 1  # the cap, plus the closing residual product
+    # named statuses: the zero right-hand side converged, the capped solve did not
+    assert jp.Status(int(res.status[0])) is jp.Status.SUCCESSFUL
+    assert jp.Status(int(res.status[1])) is jp.Status.MAX_ITER
+    with pytest.raises(jp.StatusError, match="MAX_ITER"):
+        jp.check_status(res)
     x = np.asarray(res.x[1])
     assert np.all(np.isfinite(x))
     # the reported residual is the explicit one

@@ -404,8 +404,8 @@ def _shorthand(name: str) -> Callable[..., optax.GradientTransformationExtraArgs
     return transform
 
 
-# One transform per single-model weighting of jp.weighting (hv_gradient weights a set of
-# K models at once and is used through `aggregate` directly).
+# One transform per weighting of jp.weighting (hv_gradient's is per model: run the
+# models under a named vmap/shard_map axis, see its docstring).
 SHORTHANDS = (
     "mgda",
     "epo",
@@ -436,6 +436,7 @@ SHORTHANDS = (
     "pnorm",
     "sdmgrad",
     "moco",
+    "hv_gradient",
 )
 mgda = _shorthand("mgda")
 epo = _shorthand("epo")
@@ -467,3 +468,4 @@ aug_chebyshev = _shorthand("aug_chebyshev")
 pnorm = _shorthand("pnorm")
 sdmgrad = _shorthand("sdmgrad")
 moco = _shorthand("moco")
+hv_gradient = _shorthand("hv_gradient")

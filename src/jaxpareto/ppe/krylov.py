@@ -44,6 +44,7 @@ from jaxpareto.ppe._common import (
     _num_tasks,
     _weighted_loss,
 )
+from jaxpareto.status import Status
 
 
 def hvp(loss_fn: Callable[..., jax.Array], params, alpha, v, *args):
@@ -82,12 +83,16 @@ class GmresResult(NamedTuple):
         0 when ``b = 0``).
       iterations: int32 ``[]`` matrix-vector products used.
       converged: bool ``[]`` ``residual ≤ tol``.
+      status: int32 ``[]`` the library's :class:`jaxpareto.status.Status`:
+        ``SUCCESSFUL`` (converged), ``MAX_ITER`` (the cap on products was reached first)
+        or ``NONFINITE_INPUT`` (a non-finite right-hand side or operator output).
     """
 
     x: jax.Array
     residual: jax.Array
     iterations: jax.Array
     converged: jax.Array
+    status: jax.Array
 
 
 def gmres(
@@ -205,7 +210,15 @@ def _gmres(matvec, b, k: int, maxiter, tol) -> GmresResult:
     x0 = jnp.zeros_like(b)
     x, _, rnorm, its = jax.lax.while_loop(cond, cycle, (x0, b, bnorm, jnp.int32(0)))
     rel = jnp.where(bnorm > 0, rnorm / jnp.where(bnorm > 0, bnorm, 1), 0)
-    return GmresResult(x, rel.astype(dtype), its, rnorm <= thresh)
+    converged = rnorm <= thresh
+    status = jnp.where(
+        converged,
+        Status.SUCCESSFUL,
+        jnp.where(jnp.isfinite(rnorm), Status.MAX_ITER, Status.NONFINITE_INPUT),
+    ).astype(jnp.int32)
+    return GmresResult(
+        x=x, residual=rel.astype(dtype), iterations=its, converged=converged, status=status
+    )
 
 
 def _guarded_triangular_solve(r: jax.Array, rhs: jax.Array) -> jax.Array:

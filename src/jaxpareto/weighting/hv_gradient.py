@@ -40,9 +40,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpareto._validate import check_float, is_concrete
+from jaxpareto._validate import check_float, check_gram, is_concrete
 from jaxpareto.metrics import hypervolume
-from jaxpareto.weighting.base import Weighting, full_precision, weighting_factory
+from jaxpareto.status import Status
+from jaxpareto.weighting.base import (
+    Weighting,
+    check_num_tasks,
+    check_state_matches,
+    core_fields,
+    full_precision,
+    pick_status,
+    weighting_factory,
+)
 
 __all__ = [
     "HvGradientResult",
@@ -60,6 +69,11 @@ class HvGradientResult(NamedTuple):
 
     Attributes:
       weights: ``[K, m]`` per-solution task weights (``≥ 0``; normalized per row).
+      status: int32 ``[]`` ``SUCCESSFUL``; ``NONFINITE_INPUT`` when some row held a
+        non-finite loss (that row is absent: zero weights); ``DEGENERATE`` when no row
+        has a non-zero gradient (every point outside the reference box or dominated).
+      converged: bool ``[]`` ``status == SUCCESSFUL`` (closed form: nothing to iterate).
+      iterations: int32 ``[]`` 0.
       gradient: ``[K, m]`` ``∂HV/∂L`` (``≤ 0``) of the whole set, or of each point's
         own front with ``layered=True``.
       hypervolume: ``[]`` ``HV(L; z)`` of the whole set.
@@ -69,6 +83,9 @@ class HvGradientResult(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     gradient: jax.Array
     hypervolume: jax.Array
     active: jax.Array
@@ -177,13 +194,37 @@ def _hv_gradient(losses, reference, normalization, layered) -> HvGradientResult:
         norm = jnp.ones((k,), w.dtype)
     active = jnp.any(w > 0, axis=1)
     w = jnp.where(active[:, None], w / jnp.where(active, norm, 1)[:, None], 0)
-    return HvGradientResult(weights=w, gradient=grad, hypervolume=hv, active=active, ranks=ranks)
+    status = pick_status(nonfinite=~jnp.all(valid), degenerate=~jnp.any(active))
+    return HvGradientResult(
+        weights=w,
+        status=status,
+        converged=status == Status.SUCCESSFUL,
+        iterations=jnp.zeros((), jnp.int32),
+        gradient=grad,
+        hypervolume=hv,
+        active=active,
+        ranks=ranks,
+    )
 
 
 class HvGradientState(NamedTuple):
-    """State of :func:`hv_gradient`: last weights, hypervolume and activity."""
+    """State of :func:`hv_gradient` (one model's view).
+
+    Attributes:
+      weights: ``[m]`` this model's last weights (initially ``1/m``).
+      status: int32 ``[]`` status of the last update (``NONFINITE_INPUT`` when this
+        model's losses or Gramian were not finite, ``DEGENERATE`` when this model had no
+        hypervolume gradient: outside the reference box or dominated).
+      converged: bool ``[]`` ``status == SUCCESSFUL``.
+      iterations: int32 ``[]`` 0 (closed form).
+      hypervolume: ``[]`` hypervolume of the whole population at the last update.
+      active: bool ``[]`` this model had a non-zero hypervolume gradient.
+    """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     hypervolume: jax.Array
     active: jax.Array
 
@@ -192,25 +233,37 @@ class HvGradientState(NamedTuple):
 def hv_gradient(
     reference: jax.Array,
     *,
+    num_tasks: int | None = None,
     normalization: Literal["l1", "l2", "none"] = "l1",
     layered: bool = False,
     axis_name: str | None = None,
-    num_solutions: int | None = None,
 ) -> Weighting:
-    """Hypervolume-gradient weighting for ``K`` models trained side by side.
+    """Hypervolume-gradient weighting: one model of a population of ``K`` models.
 
-    Two ways to use it:
+    The weights of model ``k`` are ``w_k ∝ −∂HV(L; z)/∂l_k`` (module docstring), where
+    ``L`` stacks the losses of all ``K`` models. Like every weighting, ``update(gram,
+    state, *, losses)`` takes this model's Gramian ``[m, m]`` and losses ``[m]`` and
+    returns this model's weights ``[m]``:
 
-    * ``axis_name=None``: one call for all models. ``init(num_tasks, dtype)`` needs
-      ``num_solutions=K`` here; ``update(gram, state, *, losses)`` takes ``losses``
-      ``[K, m]`` (``gram`` is ignored; pass the ``[K, m, m]`` Gramians or ``None``) and
-      returns weights ``[K, m]``.
-    * ``axis_name="models"``: the per-model form, for ``jax.vmap(..., axis_name=...)``
-      (or ``shard_map``/``pmap``) over the models. ``update(gram, state, *, losses)``
-      takes this model's ``losses`` ``[m]``, gathers all models' losses with
-      ``jax.lax.all_gather`` and returns this model's weights ``[m]``.
+    * ``axis_name="models"``: run the models side by side under
+      ``jax.vmap(..., axis_name="models")`` (or ``shard_map``/``pmap``); the losses of
+      all models are gathered with ``jax.lax.all_gather`` inside ``update``.
+    * ``axis_name=None``: the population is this one model (``K = 1``): ``w_i ∝
+      Π_{j≠i} (z_j − l_j)`` inside the reference box, zero outside it
+      (``DEGENERATE``).
 
-    ``preference`` is ignored.
+    For all ``K`` weight rows in one call (no per-model update), use
+    :func:`hv_gradient_weights` on the ``[K, m]`` losses. With one task (``m = 1``) the
+    weight is 1. A non-finite Gramian or loss gives finite weights (this model absent:
+    zero weights; with ``m = 1``: 1) and ``status = NONFINITE_INPUT``. ``preference``
+    is ignored.
+
+    Args:
+      reference: ``[m]`` reference point ``z`` (the method's defining argument).
+      num_tasks: optional fixed ``m``; must equal ``len(reference)``.
+      normalization: per-row normalization (``"l1"``, ``"l2"``, ``"none"``).
+      layered: per-front gradients (non-dominated sorting) instead of the whole set's.
+      axis_name: the named axis over the models, or ``None`` (a single model).
     """
     reference = check_float(reference, "reference")
     if reference.ndim != 1 or reference.shape[0] < 1:
@@ -218,58 +271,56 @@ def hv_gradient(
             f"`reference` must be a vector [m] with m >= 1, got shape {reference.shape}."
         )
     normalization = _check_normalization(normalization)
+    if not isinstance(layered, bool):
+        raise TypeError(f"`layered` must be a bool, got {type(layered).__name__}.")
     m = reference.shape[0]
-    if (
-        axis_name is None
-        and num_solutions is not None
-        and (
-            isinstance(num_solutions, bool)
-            or not isinstance(num_solutions, int)
-            or num_solutions < 1
-        )
-    ):
-        raise ValueError(f"`num_solutions` must be an int >= 1, got {num_solutions!r}.")
+    if num_tasks is not None and num_tasks != m:
+        raise ValueError(f"`num_tasks`={num_tasks!r} does not match the reference's m={m}.")
 
     def init(num_tasks: int = m, dtype=jnp.float32) -> HvGradientState:
+        num_tasks = check_num_tasks(num_tasks)
         if num_tasks != m:
             raise ValueError(f"`num_tasks`={num_tasks} does not match the reference's m={m}.")
-        if axis_name is None:
-            if num_solutions is None:
-                raise ValueError("`num_solutions` (K) is required by hv_gradient(axis_name=None).")
-            shape = (num_solutions, m)
-            active = jnp.zeros((num_solutions,), bool)
-        else:
-            shape = (m,)
-            active = jnp.asarray(False)
         return HvGradientState(
-            weights=jnp.full(shape, 1.0 / m, dtype),
+            **core_fields(m, dtype),
             hypervolume=jnp.zeros((), dtype),
-            active=active,
+            active=jnp.asarray(False),
         )
 
     def update(gram, state, *, losses=None, preference=None):
-        del gram, preference
+        del preference
         if losses is None:
             raise ValueError("`losses` is required by the hv_gradient weighting.")
         losses = check_float(losses, "losses")
-        if axis_name is None:
-            res = hv_gradient_weights(
-                losses, reference, normalization=normalization, layered=layered
-            )
-            weights = res.weights.astype(state.weights.dtype)
-            return weights, HvGradientState(
-                weights, res.hypervolume.astype(state.hypervolume.dtype), res.active
-            )
         if losses.shape != (m,):
-            raise ValueError(
-                f"`losses` must have shape ({m},) per model under axis {axis_name!r}, got {losses.shape}."
-            )
-        everyone = jax.lax.all_gather(losses, axis_name)
-        me = jax.lax.axis_index(axis_name)
+            raise ValueError(f"`losses` must have shape ({m},) (this model's), got {losses.shape}.")
+        gram_ok = jnp.asarray(True)
+        if gram is not None:
+            gram = check_gram(gram, "gram", min_tasks=1)
+            check_state_matches(gram, state)
+            gram_ok = jnp.all(jnp.isfinite(gram))
+        finite = gram_ok & jnp.all(jnp.isfinite(losses))
+        # A model whose Gramian is unusable takes no part (its losses are absent).
+        mine = jnp.where(finite, losses, jnp.nan)
+        if axis_name is None:
+            everyone, me = mine[None, :], 0
+        else:
+            everyone = jax.lax.all_gather(mine, axis_name)
+            me = jax.lax.axis_index(axis_name)
         res = hv_gradient_weights(everyone, reference, normalization=normalization, layered=layered)
-        weights = res.weights[me].astype(state.weights.dtype)
+        dtype = state.weights.dtype
+        weights = res.weights[me].astype(dtype)
+        active = res.active[me]
+        if m == 1:  # one task: the update is the gradient
+            weights, active = jnp.ones((1,), dtype), jnp.asarray(True)
+        status = pick_status(nonfinite=~finite, degenerate=~active)
         return weights, HvGradientState(
-            weights, res.hypervolume.astype(state.hypervolume.dtype), res.active[me]
+            weights=weights,
+            status=status,
+            converged=status == Status.SUCCESSFUL,
+            iterations=jnp.zeros((), jnp.int32),
+            hypervolume=res.hypervolume.astype(state.hypervolume.dtype),
+            active=active,
         )
 
     return Weighting(init, update, m)
