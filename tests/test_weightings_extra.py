@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, root
 
+import jaxpareto as jp
+
 from jaxpareto.weighting.aligned_mtl import aligned_mtl, aligned_mtl_weights
 from jaxpareto.weighting.cagrad import cagrad, cagrad_weights
 from jaxpareto.weighting.hv_gradient import front_ranks, hv_gradient, hv_gradient_weights
@@ -486,13 +488,55 @@ def test_hv_gradient_weighting_per_model_under_vmap():
     grams = jnp.tile(jnp.eye(2), (6, 1, 1))
     out, st = jax.vmap(lambda g, s, l: w.update(g, s, losses=l), axis_name="models")(grams, states, losses)
     np.testing.assert_allclose(out, expected, rtol=1e-14)
-    # All-models form.
-    w_all = hv_gradient(ref, num_solutions=6)
-    out_all, st_all = w_all.update(None, w_all.init(2, jnp.float64), losses=losses)
-    np.testing.assert_allclose(out_all, expected, rtol=1e-14)
-    with pytest.raises(ValueError, match="num_solutions"):
-        hv_gradient(ref).init(2)
+    # Dominated models have no hypervolume gradient: zero weights, DEGENERATE.
+    moving = np.asarray(expected.sum(1) > 0)
+    assert moving.any() and not moving.all()
+    np.testing.assert_array_equal(np.asarray(st.active), moving)
+    np.testing.assert_array_equal(
+        np.asarray(st.status),
+        np.where(moving, int(jp.Status.SUCCESSFUL), int(jp.Status.DEGENERATE)),
+    )
+    # No named axis: the population is this one model, w_i ∝ Π_{j≠i} (z_j − l_j).
+    w1 = hv_gradient(ref)
+    l0 = losses[0]
+    out1, st1 = w1.update(jnp.eye(2), w1.init(2, jnp.float64), losses=l0)
+    box = ref - l0
+    np.testing.assert_allclose(out1, box[::-1] / jnp.sum(box), rtol=1e-14)
+    # Outside the reference box: no gradient, zero weights, DEGENERATE (not converged).
+    out_far, st_far = w1.update(jnp.eye(2), w1.init(2, jnp.float64), losses=ref + 1.0)
+    np.testing.assert_array_equal(out_far, [0.0, 0.0])
+    assert int(st_far.status) == jp.Status.DEGENERATE and not bool(st_far.converged)
+    # A non-finite Gramian: this model is absent (finite zero weights), NONFINITE_INPUT.
+    out_nan, st_nan = w1.update(jnp.full((2, 2), jnp.nan), w1.init(2, jnp.float64), losses=l0)
+    assert bool(jnp.all(jnp.isfinite(out_nan))) and int(st_nan.status) == jp.Status.NONFINITE_INPUT
+    with pytest.raises(ValueError, match="losses"):
+        w1.update(None, w1.init(2), losses=losses)  # [K, m] is hv_gradient_weights' input
+    with pytest.raises(ValueError, match="num_tasks"):
+        hv_gradient(ref).init(3)
     with pytest.raises(ValueError, match="reference"):
         hv_gradient_weights(losses, jnp.ones(3))
     with pytest.raises(ValueError, match="normalization"):
         hv_gradient(ref, normalization="max")
+
+
+def test_hv_gradient_shorthand_in_an_optax_chain_over_a_population():
+    """``jp.hv_gradient`` as an optax transform: K models vmapped over a named axis, each
+    updated along ``J_kᵀ w_k`` with ``w_k`` the k-th row of ``hv_gradient_weights`` on all
+    models' losses (the oracle: the population function and an explicit combination)."""
+    import optax
+
+    rng = np.random.default_rng(3)
+    k, m, n = 5, 2, 4
+    jacs = jnp.asarray(rng.normal(size=(k, m, n)))
+    losses = jnp.asarray(rng.uniform(0.1, 1.0, (k, m)))
+    ref = jnp.array([2.0, 2.0])
+    tx = optax.chain(jp.hv_gradient(ref, axis_name="models"), optax.sgd(1.0))
+    params = jnp.zeros((k, n))
+    states = jax.vmap(tx.init)(params)
+
+    def one(jac, state, p, l):
+        return tx.update(jac, state, p, losses=l)[0]
+
+    upd = jax.jit(jax.vmap(one, axis_name="models"))(jacs, states, params, losses)
+    w = hv_gradient_weights(losses, ref).weights
+    np.testing.assert_allclose(upd, -jnp.einsum("km,kmn->kn", w, jacs), rtol=1e-12, atol=1e-14)
