@@ -16,9 +16,12 @@ Properties (checked in ``tests/test_upgrad_dualproj.py``): non-conflicting
 (``G w ≥ 0``), permutation invariant, invariant to a positive scaling of ``G``, linear
 in ``p`` (positively homogeneous), ``w ≥ p``; ``w = p`` when no two gradients conflict.
 
-Regularisation, singular Gramians, degenerate input and derivatives: as for
+Regularisation, singular Gramians, status, degenerate input and derivatives: as for
 :mod:`jaxpareto.weighting.upgrad` (exact projection by default; ``reg_eps > 0`` gives
-TorchJD's ``G / tr G + reg_eps I``; zero or non-finite Gramian → ``w = p``, flagged).
+TorchJD's ``G / tr G + reg_eps I``; results and states start with the core fields
+``weights, status, converged, iterations``; a non-finite Gramian gives ``w = p`` and
+``status = NONFINITE_INPUT``, a zero one ``w = p`` and ``SUCCESSFUL``, other unusable
+input ``w = p`` and ``DEGENERATE``; ``converged`` is ``status == SUCCESSFUL``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import Weighting, full_precision, weighting_factory
 from jaxpareto.weighting.qp import solve_qp
 from jaxpareto.weighting.upgrad import (
@@ -37,6 +41,7 @@ from jaxpareto.weighting.upgrad import (
     jacobi_scale,
     make_weighting,
     prepare,
+    status_of,
     validate,
 )
 
@@ -51,16 +56,22 @@ class DualProjResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` ``w`` (update ``Jᵀw``).
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT``, ``DEGENERATE``, or the QP's ``MAX_ITER`` /
+        ``NUMERICAL_ERROR`` (the rules of :mod:`jaxpareto.weighting.upgrad`).
+      converged: bool ``[]`` ``status == SUCCESSFUL``: the QP reached the KKT tolerance
+        on usable input.
       iterations: int32 ``[]`` interior-point iterations.
-      converged: bool ``[]`` the QP reached the KKT tolerance.
       kkt_residual: ``[]`` scale-free KKT residual.
-      degenerate: bool ``[]`` zero or non-finite Gramian (weights ``= p``) or invalid
-        traced preference.
+      degenerate: bool ``[]`` a guard fired: ``status`` is ``NONFINITE_INPUT`` or
+        ``DEGENERATE`` (weights ``= p``, or the preference replaced by ``1/m``), or the
+        Gramian is zero (weights ``= p``, ``status`` ``SUCCESSFUL``).
     """
 
     weights: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
     kkt_residual: jax.Array
     degenerate: jax.Array
 
@@ -93,7 +104,8 @@ def dualproj_weights(
 # Jitted so that eager calls reuse one compiled program per shape and configuration.
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
-    c, p, out_dtype, finite, usable, bad_pref = prepare(gram, preference, reg_eps)
+    prep = prepare(gram, preference, reg_eps)
+    c, p, usable = prep.gram, prep.preference, prep.usable
     k, n = jacobi_scale(c)
     # On z = N v (every task on its own scale, see jacobi_scale): min ½zᵀKz s.t.
     # z ≥ N p, with the bound normalised to max 1 (the problem is homogeneous in it).
@@ -101,12 +113,14 @@ def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
     top = jnp.max(bound)
     res = solve_qp(k, None, lower=bound / top, max_iter=max_iter, tol=tol)
     w = jnp.where(usable, res.x * top / n, p)
+    status, degenerate = status_of(prep, res.status, res.degenerate)
     return DualProjResult(
-        weights=w.astype(out_dtype),
+        weights=w.astype(prep.out_dtype),
+        status=status,
+        converged=status == Status.SUCCESSFUL,
         iterations=res.iterations,
-        converged=res.converged & finite,
-        kkt_residual=jnp.where(usable, res.kkt_residual, 0).astype(out_dtype),
-        degenerate=~usable | bad_pref | res.degenerate,
+        kkt_residual=jnp.where(usable, res.kkt_residual, 0).astype(prep.out_dtype),
+        degenerate=degenerate,
     )
 
 

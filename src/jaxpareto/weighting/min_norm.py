@@ -79,14 +79,28 @@ The returned ``weights`` are the solution on the *normalized* gradients and are 
 as in the reference training script, directly as the weights of ``Σ_t β_t L_t`` (so the
 update is ``Σ_t β_t g_t``, not ``Σ_t (β_t / gn_t) g_t``). ``scales`` reports ``gn``.
 
-Degeneracy (``degenerate`` flag, never an exception or a NaN): a normalizer ``gn_t`` that
-is ``≤ 0`` or non-finite (a zero gradient under ``"l2"``, a zero or negative loss under
-``"loss"``) is replaced by 1; a Gramian ``C'`` with a non-finite entry, or with
-``max_i C'_ii ≤ tiny`` (all gradients zero: every ``β`` is optimal), gives uniform
-weights ``1/m`` with ``objective = 0`` and ``kkt_residual = 0`` (``converged`` is True
-for the zero Gramian, False otherwise). A negative diagonal entry (not a Gramian) is
-flagged but solved. A solver result that is not finite also falls back to uniform
-weights.
+Status and degeneracy (never an exception or a NaN). Every result and state starts with
+the kit's core fields ``weights, status, converged, iterations``
+(:mod:`jaxpareto.weighting.base`); ``status`` is a :class:`jaxpareto.status.Status`:
+
+* ``NONFINITE_INPUT``: the Gramian (or, under ``"loss"`` / ``"loss+"``, the losses) held
+  a NaN/inf: uniform weights ``1/m``, ``objective = 0``, ``kkt_residual = 0``;
+* ``DEGENERATE``: a documented fallback was used on finite input: a normalizer ``gn_t``
+  that is ``≤ 0`` or non-finite (a zero gradient under ``"l2"``, a zero or negative loss
+  under ``"loss"``) is replaced by 1 (the solve then runs, on that Gramian); a negative
+  diagonal entry (not a Gramian; solved anyway when some diagonal is positive); a
+  normalized Gramian ``C'`` that is not finite or has ``max_i C'_ii ≤ tiny`` without being
+  zero (uniform weights); a solver output that is not finite (uniform weights);
+* ``MAX_ITER``: the loop used ``max_iter`` iterations without meeting the tolerance;
+  ``NUMERICAL_ERROR``: ``"auto"`` stopped before the cap (optimality test or a
+  rounding-level cycle) but its final point misses the KKT tolerance;
+* ``SUCCESSFUL`` otherwise, including the zero Gramian (all gradients zero: every ``β``
+  is optimal; uniform weights, ``objective = 0``, ``kkt_residual = 0``).
+
+``converged`` is ``status == SUCCESSFUL``. The extra ``degenerate`` flag (kept for
+existing users) says that a guard fired: it is True exactly when ``status`` is
+``NONFINITE_INPUT`` or ``DEGENERATE``, or the Gramian is zero (``status`` then
+``SUCCESSFUL``).
 
 Differentiation: by default the weights are treated as constants (as MGDA does);
 ``gram`` and ``losses`` pass through ``stop_gradient``, so ``jax.grad`` through a call
@@ -117,10 +131,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_vector, working_dtype
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import (
     Weighting,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     weighting_factory,
 )
 from jaxpareto.weighting.implicit import attach
@@ -143,22 +160,28 @@ class MinNormResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` on the simplex, the solution ``β`` on the (normalized) Gramian.
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT``, ``DEGENERATE``, ``MAX_ITER`` or ``NUMERICAL_ERROR`` (module
+        docstring, "Status and degeneracy").
+      converged: bool ``[]`` ``status == SUCCESSFUL``: ``"auto"``: ``kkt_residual ≤
+        max(√ε, tol)``, whatever stopped the loop (a wrong answer never reports
+        converged); reference methods: the L1-change test stopped the loop before
+        ``max_iter``; False whenever a guard other than the zero Gramian fired.
+      iterations: int32 ``[]`` loop iterations (0 for the closed forms).
       objective: ``[]`` ``βᵀC'β`` of the Gramian actually solved (``C'``, after the
         normalization).
-      iterations: int32 ``[]`` loop iterations (0 for the closed forms).
-      converged: bool ``[]``: ``"auto"``: ``kkt_residual ≤ max(√ε, tol)``, whatever
-        stopped the loop (a wrong answer never reports converged); reference
-        methods: the L1-change test stopped the loop before ``max_iter``.
       kkt_residual: ``[]`` the scale-free KKT residual defined in the module docstring.
       scales: ``[m]`` the normalization divisors ``gn`` (after the guard).
-      degenerate: bool ``[]``: a guard triggered (normalizer replaced, zero or
-        non-finite Gramian, non-finite solver output).
+      degenerate: bool ``[]`` a guard fired: ``status`` is ``NONFINITE_INPUT`` or
+        ``DEGENERATE``, or the Gramian is zero (``status`` ``SUCCESSFUL``: every ``β`` is
+        optimal).
     """
 
     weights: jax.Array
-    objective: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
+    objective: jax.Array
     kkt_residual: jax.Array
     scales: jax.Array
     degenerate: jax.Array
@@ -670,8 +693,12 @@ def _solve_impl(gram, losses, method, normalization, max_iter, tol) -> MinNormRe
 
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
+    # Non-finite input (NONFINITE_INPUT): the Gramian, or the losses where they are used.
+    nonfinite = ~jnp.all(jnp.isfinite(c))
     if losses is not None:
         losses = losses.astype(dtype)
+        if normalization in ("loss", "loss+"):
+            nonfinite = nonfinite | ~jnp.all(jnp.isfinite(losses))
     gn, gn_bad = _normalizers(c, losses, normalization)
     c = c / (gn[:, None] * gn[None, :])
 
@@ -711,16 +738,27 @@ def _solve_impl(gram, losses, method, normalization, max_iter, tol) -> MinNormRe
     c_eval = jnp.where(usable, c, 0)
     objective = w @ c_eval @ w
     kkt = jnp.where(usable, kkt_residual(c_eval, w), 0)
-    converged = jnp.where(usable, conv & w_ok, zero)
-    degenerate = gn_bad | ~usable | ~w_ok | not_gram
+    solved = jnp.where(usable, conv & w_ok, zero)
+    it = jnp.asarray(it, jnp.int32)
+    # The zero Gramian is not degenerate for the status: every β is optimal (uniform is
+    # exact); every other guard means the documented fallback was used.
+    guard = gn_bad | (~usable & ~zero) | ~w_ok | not_gram
+    status = pick_status(nonfinite=nonfinite, degenerate=guard, converged=solved)
+    # Not converged before the cap ("auto": its final point misses the KKT tolerance
+    # after the optimality test or a rounding-level cycle stopped it): a numerical
+    # shortfall, not an exhausted max_iter.
+    status = jnp.where(
+        (status == Status.MAX_ITER) & (it < max_iter), Status.NUMERICAL_ERROR, status
+    ).astype(jnp.int32)
     return MinNormResult(
         weights=w.astype(out_dtype),
+        status=status,
+        converged=status == Status.SUCCESSFUL,
+        iterations=it,
         objective=objective.astype(out_dtype),
-        iterations=jnp.asarray(it, jnp.int32),
-        converged=converged,
         kkt_residual=kkt.astype(out_dtype),
         scales=gn.astype(out_dtype),
-        degenerate=degenerate,
+        degenerate=guard | ~usable,
     )
 
 
@@ -731,17 +769,21 @@ class MgdaState(NamedTuple):
     """State of the :func:`mgda` weighting: the last solve's weights and diagnostics.
 
     Attributes:
-      weights: ``[m]`` last weights.
+      weights: ``[m]`` last weights (initially ``1/m``).
+      status: int32 ``[]`` last solve's :attr:`MinNormResult.status` (initially
+        ``SUCCESSFUL``).
+      converged: bool ``[]`` ``status == SUCCESSFUL`` (initially True).
+      iterations: int32 ``[]`` last solver iterations (initially 0).
       objective: ``[]`` last ``βᵀC'β``.
-      iterations: int32 ``[]`` last solver iterations.
-      converged: bool ``[]`` last solver status.
-      degenerate: bool ``[]`` whether a guard triggered in the last solve.
+      degenerate: bool ``[]`` last solve's :attr:`MinNormResult.degenerate` (a guard
+        fired: non-finite or degenerate input, or a zero Gramian).
     """
 
     weights: jax.Array
-    objective: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
+    objective: jax.Array
     degenerate: jax.Array
 
 
@@ -768,17 +810,9 @@ def mgda(
     max_iter, tol = _check_max_iter(max_iter), _check_tol(tol)
 
     def init(num_tasks: int, dtype=jnp.float32) -> MgdaState:
-        if (
-            isinstance(num_tasks, bool)
-            or not isinstance(num_tasks, numbers.Integral)
-            or num_tasks < 1
-        ):
-            raise ValueError(f"`num_tasks` must be an int >= 1, got {num_tasks!r}.")
         return MgdaState(
-            weights=_uniform(int(num_tasks), dtype),
+            **core_fields(num_tasks, dtype),
             objective=jnp.zeros((), dtype),
-            iterations=jnp.zeros((), jnp.int32),
-            converged=jnp.asarray(False),
             degenerate=jnp.asarray(False),
         )
 
@@ -798,9 +832,10 @@ def mgda(
         weights = res.weights.astype(dtype)
         new_state = MgdaState(
             weights=weights,
-            objective=res.objective.astype(state.objective.dtype),
-            iterations=res.iterations,
+            status=res.status,
             converged=res.converged,
+            iterations=res.iterations,
+            objective=res.objective.astype(state.objective.dtype),
             degenerate=res.degenerate,
         )
         return weights, new_state

@@ -43,9 +43,25 @@ default is the exact projection (``reg_eps = 0``); ``reg_eps > 0`` reproduces To
 When ``G`` is singular the minimiser ``v⁽ⁱ⁾`` need not be unique; the update ``Jᵀw`` and
 ``G w`` are (they are the unique projections), and the solver returns one minimiser.
 
-Degenerate input (flagged, never NaN): a zero Gramian (all gradients zero) gives
-``w = p`` (every ``v ≥ p_i e_i`` is optimal; the smallest is returned), ``converged``
-True; a non-finite Gramian gives ``w = p``, ``converged`` False.
+Status (never an exception or a NaN). Results and states start with the kit's core
+fields ``weights, status, converged, iterations`` (:mod:`jaxpareto.weighting.base`);
+``status`` is a :class:`jaxpareto.status.Status`:
+
+* ``NONFINITE_INPUT``: a non-finite Gramian (or a non-finite traced preference): the
+  fallback ``w = p`` (with ``p = 1/m`` for an invalid preference);
+* ``DEGENERATE``: finite input where the method has no answer, with the same fallback:
+  a traced preference with a non-positive entry (replaced by ``1/m``, then solved), a
+  Gramian whose trace is ``≤ tiny`` without being zero (not a Gramian), or a QP flagged
+  degenerate (e.g. a negative diagonal entry);
+* ``MAX_ITER`` / ``NUMERICAL_ERROR``: the worst status of the QPs
+  (:func:`jaxpareto.weighting.qp.solve_qp`) when one missed its tolerance;
+* ``SUCCESSFUL`` otherwise, including the zero Gramian (all gradients zero: every
+  ``v ≥ p_i e_i`` is optimal and the smallest, ``w = p``, is returned).
+
+``converged`` is ``status == SUCCESSFUL``. The extra ``degenerate`` flag (kept for
+existing users) says that a guard fired: it is True exactly when ``status`` is
+``NONFINITE_INPUT`` or ``DEGENERATE``, or the Gramian is zero (``status`` then
+``SUCCESSFUL``).
 
 Derivative: ``w`` is differentiable w.r.t. ``gram`` and ``preference`` by implicit
 differentiation of each QP's KKT system (see :mod:`jaxpareto.weighting.qp`).
@@ -55,17 +71,20 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, working_dtype
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import (
     Weighting,
     check_state_matches,
+    core_fields,
     factory_preference,
     full_precision,
+    pick_status,
     weighting_factory,
 )
 from jaxpareto.weighting.qp import solve_qp
@@ -78,18 +97,23 @@ class UPGradResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` ``w = Σ_i v⁽ⁱ⁾`` (update ``Jᵀw``).
-      projections: ``[m, m]`` row ``i`` is ``v⁽ⁱ⁾``, the weights of the projected ``p_i g_i``.
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status` (module docstring,
+        "Status").
+      converged: bool ``[]`` ``status == SUCCESSFUL``: every row's QP reached the KKT
+        tolerance on usable input.
       iterations: int32 ``[]`` the largest interior-point iteration count over the rows.
-      converged: bool ``[]`` every row's QP reached the KKT tolerance.
+      projections: ``[m, m]`` row ``i`` is ``v⁽ⁱ⁾``, the weights of the projected ``p_i g_i``.
       kkt_residual: ``[]`` the largest scale-free KKT residual over the rows.
-      degenerate: bool ``[]`` zero or non-finite Gramian (weights ``= p``), or an invalid
-        traced preference (replaced by ``1/m``).
+      degenerate: bool ``[]`` a guard fired: ``status`` is ``NONFINITE_INPUT`` or
+        ``DEGENERATE`` (weights ``= p``, or the preference replaced by ``1/m``), or the
+        Gramian is zero (weights ``= p``, ``status`` ``SUCCESSFUL``).
     """
 
     weights: jax.Array
-    projections: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
+    projections: jax.Array
     kkt_residual: jax.Array
     degenerate: jax.Array
 
@@ -104,12 +128,24 @@ def _check_reg(reg_eps) -> float:
     return float(reg_eps)
 
 
-def prepare(gram, preference, reg_eps):
+class Prepared(NamedTuple):
+    """What :func:`prepare` hands UPGrad and DualProj."""
+
+    gram: jax.Array  # [m, m] G' in the working dtype (zero when unusable)
+    preference: jax.Array  # [m] p on the simplex (1/m when invalid)
+    out_dtype: Any
+    finite: jax.Array  # bool []: the Gramian is finite
+    usable: jax.Array  # bool []: finite with trace > tiny
+    zero: jax.Array  # bool []: finite and every entry ≤ tiny (all gradients zero)
+    pref_nonfinite: jax.Array  # bool []: a traced preference held a NaN/inf
+    pref_invalid: jax.Array  # bool []: a traced preference was replaced by 1/m
+
+
+def prepare(gram, preference, reg_eps) -> Prepared:
     """Shared input handling of UPGrad and DualProj.
 
-    Returns ``(G', p, out_dtype, finite, usable, bad_pref)``: ``G'`` the symmetrised Gramian in
-    the working dtype (``G / tr G + reg_eps I`` when ``reg_eps > 0``; a zero matrix when
-    unusable), ``p`` the (guarded) preference.
+    ``G'`` is the symmetrised Gramian in the working dtype (``G / tr G + reg_eps I``
+    when ``reg_eps > 0``; a zero matrix when unusable), ``p`` the (guarded) preference.
     """
     gram = check_gram(gram, "gram", min_tasks=1)
     m = gram.shape[0]
@@ -117,10 +153,11 @@ def prepare(gram, preference, reg_eps):
     dtype = working_dtype(gram)
     if preference is None:
         p = jnp.full((m,), 1.0 / m, dtype)
-        bad_pref = jnp.asarray(False)
+        pref_nonfinite = bad_pref = jnp.asarray(False)
     else:
         p = check_preference(preference, m).astype(dtype)
-        bad_pref = ~jnp.all(jnp.isfinite(p) & (p > 0))
+        pref_nonfinite = ~jnp.all(jnp.isfinite(p))
+        bad_pref = pref_nonfinite | ~jnp.all(p > 0)
         p = jnp.where(bad_pref, 1.0 / m, p)
         # The one preference rule (weighting.base.normalize_preference): r and c·r are
         # the same preference, rescaled to the simplex as linear's is.
@@ -128,12 +165,30 @@ def prepare(gram, preference, reg_eps):
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
     trace = jnp.trace(c)
+    tiny = jnp.finfo(dtype).tiny
     finite = jnp.all(jnp.isfinite(c))
-    usable = finite & (trace > jnp.finfo(dtype).tiny)
+    usable = finite & (trace > tiny)
+    zero = finite & jnp.all(jnp.abs(c) <= tiny)
     c = jnp.where(usable, c, 0)
     if reg_eps > 0:
         c = c / jnp.where(usable, trace, 1) + reg_eps * jnp.eye(m, dtype=dtype)
-    return c, p, out_dtype, finite, usable, bad_pref
+    return Prepared(c, p, out_dtype, finite, usable, zero, pref_nonfinite, bad_pref)
+
+
+def status_of(prep: Prepared, qp_status, qp_degenerate):
+    """``(status, degenerate)`` of a solve from its inputs and the QPs' worst outcome.
+
+    ``qp_status`` / ``qp_degenerate``: the (worst) :class:`~jaxpareto.status.Status` and
+    degenerate flag of the QP(s); they count only on usable input.
+    """
+    guard = prep.pref_invalid | (~prep.usable & ~prep.zero) | (prep.usable & qp_degenerate)
+    qp_ok = ~prep.usable | (qp_status == Status.SUCCESSFUL)
+    status = pick_status(
+        nonfinite=~prep.finite | prep.pref_nonfinite, degenerate=guard, converged=qp_ok
+    )
+    # A QP that missed its tolerance keeps its own status (MAX_ITER, NUMERICAL_ERROR).
+    status = jnp.where(status == Status.MAX_ITER, qp_status, status).astype(jnp.int32)
+    return status, guard | ~prep.usable
 
 
 def jacobi_scale(c):
@@ -192,7 +247,8 @@ def validate(gram, preference):
 # Jitted so that eager calls reuse one compiled program per shape and configuration.
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _upgrad(gram, preference, reg_eps, max_iter, tol) -> UPGradResult:
-    c, p, out_dtype, finite, usable, bad_pref = prepare(gram, preference, reg_eps)
+    prep = prepare(gram, preference, reg_eps)
+    c, p, usable = prep.gram, prep.preference, prep.usable
     m = c.shape[0]
     k, n = jacobi_scale(c)
     # Row i's QP, min ½vᵀCv s.t. v ≥ p_i e_i, is positively homogeneous in its bound:
@@ -204,23 +260,35 @@ def _upgrad(gram, preference, reg_eps, max_iter, tol) -> UPGradResult:
     bounds = jnp.diag(p)  # row i: p_i e_i
     v = jnp.where(usable, z / n[None, :], bounds)
     weights = jnp.sum(v, axis=0)
+    status, degenerate = status_of(prep, jnp.max(res.status), jnp.any(res.degenerate))
     return UPGradResult(
-        weights=weights.astype(out_dtype),
-        projections=v.astype(out_dtype),
+        weights=weights.astype(prep.out_dtype),
+        status=status,
+        converged=status == Status.SUCCESSFUL,
         iterations=jnp.max(res.iterations),
-        converged=jnp.all(res.converged) & finite,
-        kkt_residual=jnp.where(usable, jnp.max(res.kkt_residual), 0).astype(out_dtype),
-        degenerate=~usable | bad_pref | jnp.any(res.degenerate),
+        projections=v.astype(prep.out_dtype),
+        kkt_residual=jnp.where(usable, jnp.max(res.kkt_residual), 0).astype(prep.out_dtype),
+        degenerate=degenerate,
     )
 
 
 class UPGradState(NamedTuple):
     """State of the :func:`upgrad` / :func:`~jaxpareto.weighting.dualproj.dualproj`
-    weightings: the last weights and the solver's diagnostics."""
+    weightings: the last weights and the solver's diagnostics.
+
+    Attributes:
+      weights: ``[m]`` last weights (initially ``1/m``).
+      status: int32 ``[]`` last solve's status (initially ``SUCCESSFUL``).
+      converged: bool ``[]`` ``status == SUCCESSFUL`` (initially True).
+      iterations: int32 ``[]`` last solve's interior-point iterations (initially 0).
+      kkt_residual: ``[]`` last solve's scale-free KKT residual.
+      degenerate: bool ``[]`` last solve's ``degenerate`` flag (a guard fired).
+    """
 
     weights: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
     kkt_residual: jax.Array
     degenerate: jax.Array
 
@@ -231,21 +299,13 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
     num_tasks = None if default is None else default.shape[0]
 
     def init(num_tasks_: int, dtype=jnp.float32) -> UPGradState:
-        if (
-            isinstance(num_tasks_, bool)
-            or not isinstance(num_tasks_, numbers.Integral)
-            or num_tasks_ < 1
-        ):
-            raise ValueError(f"`num_tasks` must be an int >= 1, got {num_tasks_!r}.")
+        core = core_fields(num_tasks_, dtype)
         if num_tasks is not None and num_tasks_ != num_tasks:
             raise ValueError(
                 f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
             )
-        n = int(num_tasks_)
         return UPGradState(
-            weights=jnp.full((n,), 1.0 / n, dtype),
-            iterations=jnp.zeros((), jnp.int32),
-            converged=jnp.asarray(False),
+            **core,
             kkt_residual=jnp.zeros((), dtype),
             degenerate=jnp.asarray(False),
         )
@@ -260,8 +320,9 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
         weights = res.weights.astype(dtype)
         return weights, UPGradState(
             weights=weights,
-            iterations=res.iterations,
+            status=res.status,
             converged=res.converged,
+            iterations=res.iterations,
             kkt_residual=res.kkt_residual.astype(state.kkt_residual.dtype),
             degenerate=res.degenerate,
         )
