@@ -25,8 +25,14 @@ unchanged when every gradient is multiplied by one positive factor (``B`` depend
 eigenvalue ratios only). Not non-conflicting: ``Gᵀd = √λ_s C^{1/2} w`` can have a
 negative entry.
 
-Degeneracy: a zero Gramian (rank 0) gives ``B = I`` (``α = w``, TorchJD's choice) and a
-non-finite Gramian ``α = w``; both set ``degenerate``.
+``m = 1`` gives the weight 1 (the update is the gradient; a non-finite Gramian still
+gives ``NONFINITE_INPUT``).
+
+Degeneracy: a zero Gramian (rank 0) gives ``B = I`` (``α = w``, TorchJD's choice,
+``status = DEGENERATE``) and a non-finite Gramian ``α = w`` (``status =
+NONFINITE_INPUT``); both set ``degenerate``. A traced invalid preference falls back to
+``1/m`` (``NONFINITE_INPUT`` if it had a non-finite entry, else ``DEGENERATE``). The solve
+is closed-form: ``iterations = 0``, ``converged`` unless the input was unusable.
 """
 
 from __future__ import annotations
@@ -42,8 +48,11 @@ from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
     factory_preference,
     full_precision,
+    pick_status,
+    single_task,
     weighting_factory,
 )
 
@@ -57,12 +66,21 @@ class AlignedMtlResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` ``α = B w``.
+      status: int32 ``[]`` a :class:`jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT`` (non-finite Gramian or preference) or ``DEGENERATE`` (zero
+        Gramian, non-positive traced preference).
+      converged: bool ``[]`` ``status == SUCCESSFUL`` (closed form).
+      iterations: int32 ``[]`` always 0 (closed form).
       rank: int32 ``[]`` number of retained eigenvalues ``r``.
       scale: ``[]`` ``λ_s`` (of the input Gramian; ``σ_min²`` for ``"min"``).
-      degenerate: bool ``[]`` zero or non-finite Gramian (``α = w``).
+      degenerate: bool ``[]`` zero or non-finite Gramian (``α = w``) or an invalid
+        traced preference.
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     rank: jax.Array
     scale: jax.Array
     degenerate: jax.Array
@@ -118,6 +136,20 @@ def _aligned_mtl(gram, preference, scale_mode) -> AlignedMtlResult:
     m = gram.shape[0]
     out_dtype = gram.dtype
     dtype = working_dtype(gram)
+    if m == 1:
+        # One task: the update is the gradient (weight 1), whatever its norm.
+        w1, finite1 = single_task(gram, dtype)
+        lam = jnp.where(finite1, gram[0, 0].astype(dtype), 0)
+        return AlignedMtlResult(
+            weights=w1.astype(out_dtype),
+            status=pick_status(nonfinite=~finite1),
+            converged=finite1,
+            iterations=jnp.zeros((), jnp.int32),
+            rank=(lam > 0).astype(jnp.int32),
+            scale=jnp.maximum(lam, 0).astype(out_dtype),
+            degenerate=~finite1,
+        )
+    pref_finite = jnp.all(jnp.isfinite(preference))
     w, bad_pref = _safe_preference(preference.astype(dtype))
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
@@ -143,18 +175,34 @@ def _aligned_mtl(gram, preference, scale_mode) -> AlignedMtlResult:
     alpha = evecs @ (coef * (evecs.T @ w))
     ok = usable & (rank > 0) & jnp.all(jnp.isfinite(alpha))
     alpha = jnp.where(ok, alpha, w)
+    degenerate = ~ok | bad_pref
     return AlignedMtlResult(
         weights=alpha.astype(out_dtype),
+        status=pick_status(nonfinite=~finite | ~pref_finite, degenerate=degenerate),
+        converged=~degenerate,
+        iterations=jnp.zeros((), jnp.int32),
         rank=jnp.where(usable, rank, 0),
         scale=jnp.where(ok, lam_s * top, 0).astype(out_dtype),
-        degenerate=~ok | bad_pref,
+        degenerate=degenerate,
     )
 
 
 class AlignedMtlState(NamedTuple):
-    """State of :func:`aligned_mtl`: last weights, rank and the degenerate flag."""
+    """State of :func:`aligned_mtl`.
+
+    Attributes:
+      weights: ``[m]`` last weights (``1/m`` after ``init``).
+      status: int32 ``[]`` status of the last update (:class:`AlignedMtlResult`).
+      converged: bool ``[]`` the last update succeeded.
+      iterations: int32 ``[]`` always 0 (closed form).
+      rank: int32 ``[]`` number of retained eigenvalues of the last Gramian.
+      degenerate: bool ``[]`` the last update used the fallback.
+    """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     rank: jax.Array
     degenerate: jax.Array
 
@@ -179,7 +227,7 @@ def aligned_mtl(
                 f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
             )
         return AlignedMtlState(
-            weights=jnp.full((num_tasks_,), 1.0 / num_tasks_, dtype),
+            **core_fields(num_tasks_, dtype),
             rank=jnp.zeros((), jnp.int32),
             degenerate=jnp.asarray(False),
         )
@@ -191,6 +239,13 @@ def aligned_mtl(
         r = default if preference is None else preference
         res = aligned_mtl_weights(gram, r, scale_mode=scale_mode)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, AlignedMtlState(weights, res.rank, res.degenerate)
+        return weights, AlignedMtlState(
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            rank=res.rank,
+            degenerate=res.degenerate,
+        )
 
     return Weighting(init, update, num_tasks)

@@ -42,7 +42,10 @@ divides by ``1 + c²`` (the authors' default), ``2`` by ``1 + c``.
 Properties (``tests/test_weighting_properties.py``): permutation invariant; weights
 unchanged when every gradient is multiplied by one positive factor; non-conflicting for
 ``c ≥ 1`` (then ``min_i ⟨g_i, d*⟩ = F(w*) ≥ ⟨g_w, g_0⟩ + ‖g_0‖‖g_w‖ ≥ 0``); ``c = 0`` is
-the mean. Degeneracy: a non-finite or zero Gramian gives ``1/m`` and ``degenerate``.
+the mean. Degeneracy: a non-finite Gramian gives ``1/m`` with ``status =
+NONFINITE_INPUT``, a zero one ``1/m`` with ``status = DEGENERATE``; both set
+``degenerate`` (and ``converged = False``). ``iterations`` counts the bisection halvings
+(a static number; 0 when no search was needed).
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     single_task,
     weighting_factory,
 )
@@ -73,6 +78,10 @@ class CagradResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` task weights of ``d*`` (after ``rescale``).
+      status: int32 ``[]`` a :class:`jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT`` (non-finite Gramian) or ``DEGENERATE`` (zero Gramian).
+      converged: bool ``[]`` ``status == SUCCESSFUL``.
+      iterations: int32 ``[]`` bisection halvings on ``κ`` (0 when none were needed).
       dual_weights: ``[m]`` ``w*`` on the simplex (eq. 5).
       objective: ``[]`` ``F(w*) = min_i ⟨g_i, d*⟩`` before rescaling (strong duality).
       stationary: bool ``[]`` ``‖g_w*‖ < norm_eps ‖G‖_F``: zero weights returned.
@@ -80,6 +89,9 @@ class CagradResult(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     dual_weights: jax.Array
     objective: jax.Array
     stationary: jax.Array
@@ -147,12 +159,16 @@ def _cagrad(gram, options) -> CagradResult:
     if m == 1:
         w1, finite1 = single_task(gram, dtype)
         obj = jnp.where(finite1, gram[0, 0].astype(dtype), 0)
+        status1 = pick_status(nonfinite=~finite1)
         return CagradResult(
-            w1.astype(out_dtype),
-            w1.astype(out_dtype),
-            obj.astype(out_dtype),
-            jnp.asarray(False),
-            ~finite1,
+            weights=w1.astype(out_dtype),
+            status=status1,
+            converged=finite1,
+            iterations=jnp.zeros((), jnp.int32),
+            dual_weights=w1.astype(out_dtype),
+            objective=obj.astype(out_dtype),
+            stationary=jnp.asarray(False),
+            degenerate=~finite1,
         )
     cm = gram.astype(dtype)
     cm = 0.5 * (cm + cm.T)
@@ -203,8 +219,12 @@ def _cagrad(gram, options) -> CagradResult:
     weights = weights / divisor
     ok = usable & jnp.all(jnp.isfinite(weights))
     weights = jnp.where(ok, weights, mean)
+    status = pick_status(nonfinite=~finite, degenerate=~ok)
     return CagradResult(
         weights=weights.astype(out_dtype),
+        status=status,
+        converged=ok,
+        iterations=jnp.where(active & ok, steps, 0).astype(jnp.int32),
         dual_weights=jnp.where(ok, w, mean).astype(out_dtype),
         objective=jnp.where(ok, objective, 0).astype(out_dtype),
         stationary=stationary & ok,
@@ -213,9 +233,22 @@ def _cagrad(gram, options) -> CagradResult:
 
 
 class CagradState(NamedTuple):
-    """State of :func:`cagrad`: last weights, ``F(w*)`` and the flags."""
+    """State of :func:`cagrad`.
+
+    Attributes:
+      weights: ``[m]`` last weights (``1/m`` after ``init``).
+      status: int32 ``[]`` status of the last update (:class:`CagradResult`).
+      converged: bool ``[]`` the last update succeeded.
+      iterations: int32 ``[]`` bisection halvings of the last update.
+      objective: ``[]`` ``F(w*)`` of the last update.
+      stationary: bool ``[]`` the last update was a Pareto-stationary point.
+      degenerate: bool ``[]`` the last Gramian was non-finite or zero.
+    """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     objective: jax.Array
     stationary: jax.Array
     degenerate: jax.Array
@@ -230,7 +263,7 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
     def init(num_tasks: int, dtype=jnp.float32) -> CagradState:
         num_tasks = check_num_tasks(num_tasks)
         return CagradState(
-            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
+            **core_fields(num_tasks, dtype),
             objective=jnp.zeros((), dtype),
             stationary=jnp.asarray(False),
             degenerate=jnp.asarray(False),
@@ -243,7 +276,13 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
         res = cagrad_weights(gram, c, rescale=rescale, norm_eps=norm_eps)
         weights = res.weights.astype(state.weights.dtype)
         return weights, CagradState(
-            weights, res.objective.astype(state.objective.dtype), res.stationary, res.degenerate
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            objective=res.objective.astype(state.objective.dtype),
+            stationary=res.stationary,
+            degenerate=res.degenerate,
         )
 
     return Weighting(init, update)

@@ -38,7 +38,10 @@ gradient by ``c_i > 0`` leaves the update's direction unchanged up to sign (only
 changes). Not non-conflicting in general (the common projection can be negative).
 
 Degeneracy: ``|Σ_i v_i| ≤ 8 m ε Σ_i |v_i|`` (e.g. all gradients zero) or a non-finite
-Gramian gives zero weights (a zero update, as TorchJD) and sets ``degenerate``.
+Gramian gives zero weights (a zero update, as TorchJD) and sets ``degenerate``; the
+status is ``NONFINITE_INPUT`` for the non-finite Gramian and ``DEGENERATE`` otherwise.
+The solve is closed-form: ``iterations = 0``, ``converged`` unless the input was
+unusable.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     single_task,
     weighting_factory,
 )
@@ -66,12 +71,20 @@ class ImtlResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` ``α`` with ``Σ α = 1`` (zeros when degenerate).
+      status: int32 ``[]`` a :class:`jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT`` (non-finite Gramian) or ``DEGENERATE`` (no equal-projection
+        update, e.g. a zero Gramian).
+      converged: bool ``[]`` ``status == SUCCESSFUL`` (closed form).
+      iterations: int32 ``[]`` always 0 (closed form).
       rank: int32 ``[]`` numerical rank of the Gramian.
       projection: ``[]`` the common projection ``gᵀu_i`` of the update (0 if degenerate).
       degenerate: bool ``[]`` the fallback was used.
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     rank: jax.Array
     projection: jax.Array
     degenerate: jax.Array
@@ -113,7 +126,13 @@ def _imtl_g(gram) -> ImtlResult:
         usable1 = finite1 & (gram[0, 0] > 0)
         proj = jnp.sqrt(jnp.where(usable1, gram[0, 0], 0).astype(dtype))
         return ImtlResult(
-            w1.astype(out_dtype), usable1.astype(jnp.int32), proj.astype(out_dtype), ~finite1
+            weights=w1.astype(out_dtype),
+            status=pick_status(nonfinite=~finite1),
+            converged=finite1,
+            iterations=jnp.zeros((), jnp.int32),
+            rank=usable1.astype(jnp.int32),
+            projection=proj.astype(out_dtype),
+            degenerate=~finite1,
         )
     c = gram.astype(dtype)
     c = 0.5 * (c + c.T)
@@ -149,6 +168,9 @@ def _imtl_g(gram) -> ImtlResult:
     projection = jnp.where(ok, jnp.sqrt(jnp.where(usable, scale, 0)) / jnp.where(ok, total, 1), 0)
     return ImtlResult(
         weights=weights.astype(out_dtype),
+        status=pick_status(nonfinite=~finite, degenerate=~ok),
+        converged=ok,
+        iterations=jnp.zeros((), jnp.int32),
         rank=jnp.where(usable, rank, 0),
         projection=projection.astype(out_dtype),
         degenerate=~ok,
@@ -156,9 +178,21 @@ def _imtl_g(gram) -> ImtlResult:
 
 
 class ImtlState(NamedTuple):
-    """State of :func:`imtl_g`: last weights, numerical rank and the degenerate flag."""
+    """State of :func:`imtl_g`.
+
+    Attributes:
+      weights: ``[m]`` last weights (``1/m`` after ``init``).
+      status: int32 ``[]`` status of the last update (:class:`ImtlResult`).
+      converged: bool ``[]`` the last update succeeded.
+      iterations: int32 ``[]`` always 0 (closed form).
+      rank: int32 ``[]`` numerical rank of the last Gramian.
+      degenerate: bool ``[]`` the last update used the fallback.
+    """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     rank: jax.Array
     degenerate: jax.Array
 
@@ -171,7 +205,7 @@ def imtl_g() -> Weighting:
     def init(num_tasks: int, dtype=jnp.float32) -> ImtlState:
         num_tasks = check_num_tasks(num_tasks)
         return ImtlState(
-            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
+            **core_fields(num_tasks, dtype),
             rank=jnp.zeros((), jnp.int32),
             degenerate=jnp.asarray(False),
         )
@@ -182,6 +216,13 @@ def imtl_g() -> Weighting:
         check_state_matches(gram, state)
         res = imtl_g_weights(gram)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, ImtlState(weights, res.rank, res.degenerate)
+        return weights, ImtlState(
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            rank=res.rank,
+            degenerate=res.degenerate,
+        )
 
     return Weighting(init, update)

@@ -42,9 +42,10 @@ is unchanged). Not non-conflicting by construction, but at the solution
 
 No solution exists when some ``α ≥ 0, α ≠ 0`` has ``Gᵀα = 0`` (a Pareto-stationary
 point: e.g. opposite or zero gradients); ``h`` is then unbounded below and the iterates
-grow. ``converged`` is False there and the weights are the last (finite) iterate. A
-Gramian with a non-finite entry or ``max_i C_ii ≤ tiny`` gives ``α = 1/m`` and
-``degenerate``.
+grow. ``converged`` is False there (``status = MAX_ITER``, the cap is reached) and the
+weights are the last (finite) iterate. A Gramian with a non-finite entry gives ``α =
+1/m``, ``degenerate`` and ``status = NONFINITE_INPUT``; ``max_i C_ii ≤ tiny`` (zero
+gradients) gives ``α = 1/m``, ``degenerate`` and ``status = DEGENERATE``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     single_task,
     weighting_factory,
 )
@@ -73,17 +76,22 @@ class NashMtlResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` ``α`` (after the optional ``max_norm`` clipping).
+      status: int32 ``[]`` a :class:`jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``MAX_ITER`` (no convergence within ``max_iter``, e.g. no solution exists),
+        ``NONFINITE_INPUT`` (non-finite Gramian) or ``DEGENERATE`` (zero Gramian).
+      converged: bool ``[]`` ``residual ≤ √ε`` on a usable Gramian (``status ==
+        SUCCESSFUL``).
+      iterations: int32 ``[]`` Newton iterations (0 on an unusable Gramian).
       residual: ``[]`` ``max_i |α_i (Cα)_i − 1|`` of the unclipped solution (scale free).
-      iterations: int32 ``[]`` Newton iterations.
-      converged: bool ``[]`` ``residual ≤ √ε``.
       clipped: bool ``[]`` the ``max_norm`` clipping applied.
       degenerate: bool ``[]`` non-finite or zero Gramian (``α = 1/m``).
     """
 
     weights: jax.Array
-    residual: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
+    residual: jax.Array
     clipped: jax.Array
     degenerate: jax.Array
 
@@ -155,9 +163,14 @@ def _single(gram, max_norm, dtype, out_dtype) -> NashMtlResult:
     norm = jnp.sqrt(jnp.maximum(jnp.where(finite, gram[0, 0], 0), 0)).astype(dtype)
     clipped = finite & (norm > max_norm)
     w = jnp.where(clipped, w * (max_norm / jnp.where(clipped, norm, 1)), w)
-    zero = jnp.zeros((), out_dtype)
     return NashMtlResult(
-        w.astype(out_dtype), zero, jnp.zeros((), jnp.int32), finite, clipped, ~finite
+        weights=w.astype(out_dtype),
+        status=pick_status(nonfinite=~finite),
+        converged=finite,
+        iterations=jnp.zeros((), jnp.int32),
+        residual=jnp.zeros((), out_dtype),
+        clipped=clipped,
+        degenerate=~finite,
     )
 
 
@@ -228,8 +241,8 @@ def _nash_mtl(gram, init, max_iter, max_norm) -> NashMtlResult:
     eps = jnp.finfo(dtype).eps
     alpha, it = _newton(cn, alpha0, max_iter, float(eps) * m)
     residual = jnp.max(jnp.abs(alpha * (cn @ alpha) - 1))
-    converged = usable & (residual <= jnp.sqrt(eps))
     ok = usable & jnp.all(jnp.isfinite(alpha))
+    converged = ok & (residual <= jnp.sqrt(eps))
     alpha = jnp.where(ok, alpha / root, 1.0 / m)
     residual = jnp.where(ok, residual, 0)
 
@@ -238,22 +251,35 @@ def _nash_mtl(gram, init, max_iter, max_norm) -> NashMtlResult:
     alpha = jnp.where(clipped, alpha * (max_norm / jnp.where(clipped, norm, 1)), alpha)
     return NashMtlResult(
         weights=alpha.astype(out_dtype),
-        residual=residual.astype(out_dtype),
-        iterations=it,
+        status=pick_status(nonfinite=~finite, degenerate=~ok, converged=converged),
         converged=converged,
+        iterations=jnp.where(usable, it, 0),
+        residual=residual.astype(out_dtype),
         clipped=clipped,
         degenerate=~ok,
     )
 
 
 class NashMtlState(NamedTuple):
-    """State of :func:`nash_mtl`: last weights (the next warm start) and diagnostics;
-    ``step`` (int32) counts the updates, for ``update_weights_every``."""
+    """State of :func:`nash_mtl`.
+
+    Attributes:
+      weights: ``[m]`` last weights (``1/m`` after ``init``); from the first solve on,
+        the next warm start.
+      status: int32 ``[]`` status of the last solve (:class:`NashMtlResult`).
+      converged: bool ``[]`` the last solve converged.
+      iterations: int32 ``[]`` Newton iterations of the last solve.
+      residual: ``[]`` residual of the last solve.
+      degenerate: bool ``[]`` the last Gramian was non-finite or zero.
+      step: int32 ``[]`` counts the updates, for ``update_weights_every`` (and no warm
+        start before the first solve).
+    """
 
     weights: jax.Array
-    residual: jax.Array
-    iterations: jax.Array
+    status: jax.Array
     converged: jax.Array
+    iterations: jax.Array
+    residual: jax.Array
     degenerate: jax.Array
     step: jax.Array = jnp.zeros((), jnp.int32)
 
@@ -293,30 +319,30 @@ def nash_mtl(
     def init(num_tasks: int, dtype=jnp.float32) -> NashMtlState:
         num_tasks = check_num_tasks(num_tasks)
         return NashMtlState(
-            # Non-positive weights mean "no warm start yet".
-            weights=jnp.zeros((num_tasks,), dtype),
+            **core_fields(num_tasks, dtype),
             residual=jnp.zeros((), dtype),
-            iterations=jnp.zeros((), jnp.int32),
-            converged=jnp.asarray(False),
             degenerate=jnp.asarray(False),
             step=jnp.zeros((), jnp.int32),
         )
 
     def solve(gram, state):
-        res = nash_mtl_weights(
-            gram,
-            max_iter=max_iter,
-            max_norm=max_norm,
-            init=state.weights.astype(jnp.result_type(gram)) if warm_start else None,
-        )
+        if warm_start:
+            # No warm start before the first solve (step 0: the initial 1/m is no
+            # solution); non-positive weights are ignored by the solver.
+            prev = state.weights.astype(jnp.result_type(gram))
+            warm = jnp.where(state.step > 0, prev, jnp.zeros_like(prev))
+        else:
+            warm = None
+        res = nash_mtl_weights(gram, max_iter=max_iter, max_norm=max_norm, init=warm)
         weights = res.weights.astype(state.weights.dtype)
         return weights, NashMtlState(
-            weights,
-            res.residual.astype(state.residual.dtype),
-            res.iterations,
-            res.converged,
-            res.degenerate,
-            state.step + 1,
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            residual=res.residual.astype(state.residual.dtype),
+            degenerate=res.degenerate,
+            step=state.step + 1,
         )
 
     def update(gram, state, *, losses=None, preference=None):
@@ -325,7 +351,8 @@ def nash_mtl(
         check_state_matches(gram, state)
         if every == 1:
             return solve(gram, state)
-        # Before the first solve (weights 0) a solve is forced whatever the step.
+        # Before the first solve (step 0) a solve is forced; a state without positive
+        # weights (built by hand) forces one too.
         due = (state.step % every == 0) | ~jnp.any(state.weights > 0)
         return jax.lax.cond(
             due,

@@ -33,7 +33,9 @@ permutation invariant only in distribution.
 
 Degeneracy: a zero gradient ``g_j`` (``C_jj ≤ 0``) is never projected on (its inner
 products are zero); a Gramian with a non-finite entry gives the plain sum ``w = 1``
-(``reduction="mean"``: ``1/m``) and sets ``degenerate``.
+(``reduction="mean"``: ``1/m``), sets ``degenerate`` and ``status = NONFINITE_INPUT``.
+The surgery is a fixed, finite procedure: ``iterations = 0`` (the number of projections
+is ``projections``), ``converged`` unless the input was unusable.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ import numpy as np
 from jaxpareto._validate import check_gram, is_concrete, working_dtype
 from jaxpareto.weighting.base import (
     Weighting,
-    check_num_tasks,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     weighting_factory,
 )
 
@@ -64,6 +67,11 @@ class PcgradResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` task weights ``w`` with ``d = Gᵀ w = Σ_i g_i^PC`` (or the mean).
+      status: int32 ``[]`` a :class:`jaxpareto.status.Status`: ``SUCCESSFUL``,
+        ``NONFINITE_INPUT`` (non-finite Gramian) or ``DEGENERATE`` (the surgery
+        overflowed).
+      converged: bool ``[]`` ``status == SUCCESSFUL``.
+      iterations: int32 ``[]`` always 0 (a fixed procedure; see ``projections``).
       coefficients: ``[m, m]`` row ``i`` holds the coefficients of ``g_i^PC`` on the task
         gradients.
       orders: int32 ``[m, m]`` the visiting orders used (row ``i`` for task ``i``).
@@ -72,6 +80,9 @@ class PcgradResult(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     coefficients: jax.Array
     orders: jax.Array
     projections: jax.Array
@@ -178,6 +189,9 @@ def _pcgrad(gram, orders, reduction) -> PcgradResult:
         weights = weights / m
     return PcgradResult(
         weights=weights.astype(out_dtype),
+        status=pick_status(nonfinite=~finite, degenerate=~ok),
+        converged=ok,
+        iterations=jnp.zeros((), jnp.int32),
         coefficients=coeffs.astype(out_dtype),
         orders=orders,
         projections=jnp.sum(counts),
@@ -189,13 +203,19 @@ class PcgradState(NamedTuple):
     """State of the :func:`pcgrad` weighting.
 
     Attributes:
-      weights: ``[m]`` last weights (``1`` after ``init``; ``1/m`` for the mean).
+      weights: ``[m]`` last weights (``1/m`` after ``init``).
+      status: int32 ``[]`` status of the last update (:class:`PcgradResult`).
+      converged: bool ``[]`` the last update succeeded.
+      iterations: int32 ``[]`` always 0 (see ``projections``).
       key: the PRNG key for the next update (split at every update).
       projections: int32 ``[]`` projections in the last update.
       degenerate: bool ``[]`` last Gramian was non-finite.
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     key: jax.Array
     projections: jax.Array
     degenerate: jax.Array
@@ -224,10 +244,8 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: Literal["sum", "mean"] = "su
     default_key = jax.random.PRNGKey(int(seed)) if isinstance(seed, (int, np.integer)) else seed
 
     def init(num_tasks: int, dtype=jnp.float32, *, key=None) -> PcgradState:
-        num_tasks = check_num_tasks(num_tasks)
-        fill = 1.0 if reduction == "sum" else 1.0 / num_tasks
         return PcgradState(
-            weights=jnp.full((int(num_tasks),), fill, dtype),
+            **core_fields(num_tasks, dtype),
             key=default_key if key is None else key,
             projections=jnp.zeros((), jnp.int32),
             degenerate=jnp.asarray(False),
@@ -240,6 +258,14 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: Literal["sum", "mean"] = "su
         key, sub = jax.random.split(state.key)
         res = pcgrad_weights(gram, sub, reduction=reduction)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, PcgradState(weights, key, res.projections, res.degenerate)
+        return weights, PcgradState(
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            key=key,
+            projections=res.projections,
+            degenerate=res.degenerate,
+        )
 
     return Weighting(init, update)
