@@ -569,7 +569,7 @@ def _():
         w = np.asarray(state[0].weights)
         assert np.all(w >= -1e-12) and abs(w.sum() - 1) < 1e-10
         inner = state[0].inner
-        if hasattr(inner, "converged"):
+        if not hasattr(inner, "lp_status"):  # MGDA (EPO has `converged` too now)
             assert inner.converged and _kkt(jac @ jac.T, w) <= 1e-8
         else:
             assert int(inner.lp_status) == OPTIMAL and not inner.fallback
@@ -853,11 +853,11 @@ FIELD = {
     "config": (lambda m: jp.config(num_tasks=m), 2, lambda g: 1.0),
     "gradvac": (lambda m: jp.gradvac(0, num_tasks=m), 2, lambda g: 1.0),
     "graddrop": (lambda m: jp.graddrop(0, num_tasks=m), 2, lambda g: 1.0),
-    "fairgrad": (lambda m: jp.fairgrad(2.0, num_tasks=m), 2, lambda g: (g @ g) ** (-2 / 3)),
+    "fairgrad": (lambda m: jp.fairgrad(2.0, num_tasks=m), 2, lambda g: 1.0),
     "pbi": (lambda m: jp.pbi(num_tasks=m), 2, lambda g: 1.0),
     "cosmos": (lambda m: jp.cosmos(num_tasks=m), 2, lambda g: 1.0),
-    "aasf": (lambda m: jp.aasf(num_tasks=m), 2, lambda g: 1.0 + 1e-4),
-    "aug-chebyshev": (lambda m: jp.aug_chebyshev(num_tasks=m), 2, lambda g: 1.0 + 1e-3),
+    "aasf": (lambda m: jp.aasf(num_tasks=m), 2, lambda g: 1.0),
+    "aug-chebyshev": (lambda m: jp.aug_chebyshev(num_tasks=m), 2, lambda g: 1.0),
     "pnorm": (lambda m: jp.pnorm(num_tasks=m), 2, lambda g: 1.0),
     "sdmgrad": (lambda m: jp.sdmgrad(0.3, num_tasks=m), 2, lambda g: 1.0),
     "moco": (lambda m: jp.moco(num_tasks=m), 2, lambda g: 1.0),

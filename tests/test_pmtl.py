@@ -122,3 +122,44 @@ def test_degenerate_inputs_stay_finite():
             res = pmtl_weights(gram, losses, u, 1)
             assert np.all(np.isfinite(res.weights))
             np.testing.assert_allclose(np.sum(np.abs(res.weights)), 1.0, rtol=1e-12)
+
+
+def test_eager_pmtl_calls_reuse_one_program():
+    """``pmtl_weights`` is jitted inside: eager calls with new values of the same shapes
+    and options (and any sub-region or phase, which are traced) do not trace again; a new
+    shape traces once more. Same answers as under a user's jit."""
+    import importlib
+
+    pmtl_mod = importlib.import_module("jaxpareto.weighting.pmtl")
+    rng = np.random.default_rng(3)
+    u = jnp.asarray(np.abs(rng.normal(size=(4, 3))) + 0.1)
+    before = pmtl_mod._pmtl._cache_size()
+    for i in range(4):
+        g = rng.normal(size=(3, 5))
+        gram, losses = jnp.asarray(g @ g.T), jnp.asarray(rng.uniform(0.5, 2, 3))
+        res = pmtl_weights(gram, losses, u, i % 4, phase=[INIT, MAIN][i % 2])
+        jitted = jax.jit(pmtl_weights, static_argnums=3)(gram, losses, u, i % 4,
+                                                          phase=[INIT, MAIN][i % 2])
+        np.testing.assert_allclose(res.weights, jitted.weights, rtol=1e-12, atol=1e-15)
+        assert int(res.status) == int(jitted.status)
+    assert pmtl_mod._pmtl._cache_size() <= before + 1
+    grown = pmtl_mod._pmtl._cache_size()
+    pmtl_weights(jnp.eye(7), jnp.ones(7), jnp.ones((5, 7)), 0)  # a shape no test uses
+    assert pmtl_mod._pmtl._cache_size() == grown + 1
+
+
+def test_nonfinite_input_gives_uniform_weights_and_the_status():
+    from jaxpareto.status import Status
+
+    u = jnp.asarray(_prefs(3))
+    g = jnp.array([[1.0, 0.2], [0.2, 1.0]])
+    for gram, losses in ((g.at[0, 1].set(jnp.nan), jnp.ones(2)), (g, jnp.array([jnp.inf, 1.0]))):
+        res = pmtl_weights(gram, losses, u, 1)
+        np.testing.assert_allclose(res.weights, [0.5, 0.5])
+        assert int(res.status) == Status.NONFINITE_INPUT and not bool(res.converged)
+        assert bool(res.degenerate) and not bool(res.feasible)
+    res = pmtl_weights(jnp.zeros((2, 2)), jnp.ones(2), u, 1)
+    assert int(res.status) == Status.DEGENERATE and not bool(res.converged)
+    res = pmtl_weights(g, jnp.ones(2), u, 1)
+    assert int(res.status) == Status.SUCCESSFUL and bool(res.converged)
+    assert res._fields[:4] == ("weights", "status", "converged", "iterations")

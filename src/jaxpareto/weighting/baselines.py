@@ -11,7 +11,10 @@ These are TorchJD's ``Random``, ``Sum`` and ``Constant`` aggregators:
   standard-normal logits. The weights lie on the simplex (their expectation is
   ``1/m``); the state holds a PRNG key that is split at every update.
 
-None of them reads the Gramian; a Gramian with a non-finite entry sets
+Their states start with the kit's core fields (:mod:`jaxpareto.weighting.base`):
+``init`` gives ``weights = 1/m`` (the convention's starting point, also for ``sum`` and
+``constant``, whose every update then holds ``1`` resp. the given weights), ``status =
+SUCCESSFUL``, ``converged = True``, ``iterations = 0``. None of them reads the Gramian; a Gramian with a non-finite entry sets
 ``status = NONFINITE_INPUT`` but leaves the weights as they are (they never depend on
 it). Properties: ``sum`` and ``constant`` are linear under task scaling and scale free;
 ``sum`` is permutation invariant, ``constant`` is not (its weights are attached to task
@@ -27,17 +30,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram
-from jaxpareto.weighting._field import (
-    FieldState,
-    KeyState,
-    default_key,
-    field_state,
-    pick_status,
-)
+from jaxpareto.weighting._field import FieldState, KeyState, default_key
 from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
+    pick_status,
     weighting_factory,
 )
 
@@ -45,7 +44,18 @@ __all__ = ["constant", "random", "random_weights", "sum"]
 
 
 def _nonfinite_status(gram):
-    return pick_status(~jnp.all(jnp.isfinite(gram)), jnp.asarray(False))
+    return pick_status(nonfinite=~jnp.all(jnp.isfinite(gram)))
+
+
+def _updated(weights, gram) -> FieldState:
+    """The state after an update: the weights never depend on the Gramian, so they are
+    exact (``converged``) whatever it holds; a non-finite one is only reported."""
+    return FieldState(
+        weights=weights,
+        status=_nonfinite_status(gram),
+        converged=jnp.asarray(True),
+        iterations=jnp.zeros((), jnp.int32),
+    )
 
 
 @weighting_factory
@@ -57,19 +67,19 @@ def sum(*, num_tasks: int | None = None) -> Weighting:
 
     Returns:
       ``Weighting``; ``update(gram, state, *, losses=None, preference=None)`` ignores the
-      losses and preference. State: :class:`~jaxpareto.weighting._field.FieldState`.
+      losses and preference. State: :class:`~jaxpareto.weighting._field.FieldState`
+      (``weights = 1/m`` after ``init``, ``1`` after every update).
     """
 
     def init(num_tasks: int, dtype=jnp.float32) -> FieldState:
-        num_tasks = check_num_tasks(num_tasks)
-        return field_state(jnp.ones((num_tasks,), dtype))
+        return FieldState(**core_fields(num_tasks, dtype))
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         w = jnp.ones_like(state.weights)
-        return w, field_state(w, _nonfinite_status(gram))
+        return w, _updated(w, gram)
 
     return Weighting(init, update, num_tasks)
 
@@ -83,7 +93,9 @@ def constant(weights, *, num_tasks: int | None = None) -> Weighting:
       num_tasks: optional; must equal ``len(weights)``.
 
     Returns:
-      ``Weighting`` with ``num_tasks = m``.
+      ``Weighting`` with ``num_tasks = m``; state
+      :class:`~jaxpareto.weighting._field.FieldState` (``weights = 1/m`` after ``init``,
+      the given weights after every update).
     """
     w0 = jnp.asarray(weights)
     if w0.ndim != 1 or w0.shape[0] < 1:
@@ -100,14 +112,14 @@ def constant(weights, *, num_tasks: int | None = None) -> Weighting:
         num_tasks = check_num_tasks(num_tasks)
         if num_tasks != m:
             raise ValueError(f"`num_tasks`={num_tasks} disagrees with len(weights)={m}.")
-        return field_state(w0.astype(dtype))
+        return FieldState(**core_fields(num_tasks, dtype))
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
         gram = check_gram(gram, "gram", min_tasks=1)
         check_state_matches(gram, state)
         w = w0.astype(state.weights.dtype)
-        return w, field_state(w, _nonfinite_status(gram))
+        return w, _updated(w, gram)
 
     return Weighting(init, update, m)
 
@@ -135,9 +147,7 @@ def random(seed: int | jax.Array = 0, *, num_tasks: int | None = None) -> Weight
     key0 = default_key(seed)
 
     def init(num_tasks: int, dtype=jnp.float32, *, key=None) -> KeyState:
-        num_tasks = check_num_tasks(num_tasks)
-        base = field_state(jnp.full((num_tasks,), 1.0 / num_tasks, dtype))
-        return KeyState(*base, key=key0 if key is None else key)
+        return KeyState(**core_fields(num_tasks, dtype), key=key0 if key is None else key)
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference
@@ -146,6 +156,12 @@ def random(seed: int | jax.Array = 0, *, num_tasks: int | None = None) -> Weight
         key, sub = jax.random.split(state.key)
         m = state.weights.shape[0]
         w = random_weights(sub, m, state.weights.dtype)
-        return w, KeyState(w, _nonfinite_status(gram), jnp.asarray(True), state.iterations, key)
+        return w, KeyState(
+            weights=w,
+            status=_nonfinite_status(gram),
+            converged=jnp.asarray(True),
+            iterations=state.iterations,
+            key=key,
+        )
 
     return Weighting(init, update, num_tasks)

@@ -56,6 +56,15 @@ Guards (never NaN, always flagged):
   never increases any loss to first order; ``fallback="preference"``: ``r / Σ r``, what
   the reference code does when its solver fails) and sets ``fallback``.
 
+Status (the kit's convention, :mod:`jaxpareto.weighting.base`): results and states start
+with ``weights, status, converged, iterations``. ``status`` is ``NONFINITE_INPUT`` for a
+NaN/inf in the Gramian or the losses (the weights are the finite fallback, resp. the
+LP's answer on the guarded losses), else ``DEGENERATE`` for a zero Gramian with
+``m ≥ 2`` (one task always has the weight 1), else ``SUCCESSFUL`` when the LP was solved
+to optimality, else the LP's status (``INFEASIBLE``, ``MAX_ITER`` or
+``NUMERICAL_ERROR``, the fallback weights); ``converged`` is ``status == SUCCESSFUL`` and
+``iterations`` counts the simplex pivots.
+
 Weights are on the simplex (``Σ β = 1``). The reference code trains on
 ``Σ_j m β_j l_j``, i.e. weights summing to ``m``; the optax transform offers that scaling.
 
@@ -84,15 +93,24 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, check_preference, check_vector, working_dtype
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
+    core_fields,
     factory_preference,
     full_precision,
+    pick_status,
     weighting_factory,
 )
 from jaxpareto.weighting.implicit import attach
-from jaxpareto.weighting.lp import NUMERICAL_ERROR, OPTIMAL, linprog_simplex
+from jaxpareto.weighting.lp import (
+    INFEASIBLE,
+    MAX_ITER,
+    NUMERICAL_ERROR,
+    OPTIMAL,
+    linprog_simplex,
+)
 
 _ADJUSTMENTS = ("paper", "reference")
 _DESCENTS = ("relaxed", "restricted")
@@ -103,7 +121,15 @@ class EpoResult(NamedTuple):
     """Result of :func:`epo_weights`.
 
     Attributes:
-      weights: ``[m]`` task weights ``β`` on the simplex (``Σ β = 1``).
+      weights: ``[m]`` task weights ``β`` on the simplex (``Σ β = 1``); always finite.
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status`: ``NONFINITE_INPUT``
+        (a NaN/inf in the Gramian or the losses: the Gramian fallback, or the loss guard),
+        else ``DEGENERATE`` (a zero Gramian, m ≥ 2: the fallback weights), else ``SUCCESSFUL``
+        (the LP was solved to optimality), else the LP's own status (``INFEASIBLE``,
+        ``MAX_ITER`` or ``NUMERICAL_ERROR``; the fallback weights were used).
+      converged: bool ``[]`` ``status == SUCCESSFUL``: the weights are the LP's optimum
+        on usable input.
+      iterations: int32 ``[]``, simplex pivots (both scaled solves).
       non_uniformity: ``[]`` ``μ = KL(l̂ ‖ 1/m)`` (after the loss guard).
       adjustments: ``[m]`` the adjustment vector ``a`` (eq. 13 or the reference form).
       descent: bool ``[]``, True in pure-descent mode (``μ ≤ eps``).
@@ -112,7 +138,6 @@ class EpoResult(NamedTuple):
         optimal, zero or non-finite Gramian).
       objective: ``[]`` ``βᵀ(C a)`` (balance) or ``βᵀ(C 1)`` (descent) at the returned
         weights, in the Gramian's scale.
-      iterations: int32 ``[]``, simplex pivots (both scaled solves).
       clipped_losses: bool ``[]``, some ``r_j l_j`` was ≤ 0 or non-finite and clipped.
       invalid_preference: bool ``[]``, a (traced) preference was non-finite or ≤ 0 and
         replaced by ones.
@@ -122,13 +147,15 @@ class EpoResult(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     non_uniformity: jax.Array
     adjustments: jax.Array
     descent: jax.Array
     lp_status: jax.Array
     fallback: jax.Array
     objective: jax.Array
-    iterations: jax.Array
     clipped_losses: jax.Array
     invalid_preference: jax.Array
     stationary: jax.Array
@@ -180,7 +207,8 @@ def epo_weights(
     """EPO search weights ``β*`` from the LP (24) of Mahapatra & Rajan (2020).
 
     Args:
-      gram: ``[m, m]`` task Gramian ``C = G Gᵀ`` (symmetrised internally), ``m ≥ 2``.
+      gram: ``[m, m]`` task Gramian ``C = G Gᵀ`` (symmetrised internally), ``m ≥ 1``
+        (one task: the weight is 1).
       losses: ``[m]`` current task losses ``l`` (expected positive; see the guards in
         the module docstring).
       preference: ``[m]`` positive preference ``r``; the target is ``r ⊙ l ∝ 1``.
@@ -197,8 +225,10 @@ def epo_weights(
         mode only); ``False`` (default): the weights are constants.
 
     Returns:
-      :class:`EpoResult`; floating fields follow the dtype of ``gram`` and ``losses``
-      (the preference is cast to it; half precision is solved in float32 and cast back).
+      :class:`EpoResult` (``weights, status, converged, iterations`` first, see the
+      module docstring for the status); floating fields follow the dtype of ``gram`` and
+      ``losses`` (the preference is cast to it; half precision is solved in float32 and
+      cast back).
 
     Raises:
       ValueError: at trace time, naming the argument: a non-square Gramian, wrongly
@@ -252,7 +282,8 @@ def _epo(
 
     c = 0.5 * (gram + gram.T)
     scale = jnp.max(jnp.diagonal(c))
-    gram_ok = jnp.all(jnp.isfinite(c)) & (scale > jnp.finfo(dtype).tiny)
+    gram_finite = jnp.all(jnp.isfinite(c))
+    gram_ok = gram_finite & (scale > jnp.finfo(dtype).tiny)
     # The LP is invariant to a positive scaling of C; solving on max-diag 1 keeps float32
     # products of large or tiny gradients in range. An unusable C becomes the identity
     # so no NaN enters the LP (its result is discarded by the fallback).
@@ -305,19 +336,37 @@ def _epo(
     objective = jnp.where(gram_ok, scale * jnp.dot(objective_vec, weights), 0)
     sq_norm = weights @ cn @ weights
     stationary = ~gram_ok | (sq_norm <= 100 * m * jnp.finfo(dtype).eps)
+    # One task: the weight is 1 whatever the Gramian (the update is the gradient), so a
+    # zero Gramian is no degeneracy there.
+    usable = gram_ok if m > 1 else gram_finite
+    status = _status(gram_finite & jnp.all(jnp.isfinite(losses)), usable, lp.status)
     return EpoResult(
         weights=weights.astype(out_dtype),
+        status=status,
+        converged=status == Status.SUCCESSFUL,
+        iterations=lp.iterations.astype(jnp.int32),
         non_uniformity=mu.astype(out_dtype),
         adjustments=a.astype(out_dtype),
         descent=~balance,
         lp_status=lp.status,
         fallback=use_fallback,
         objective=objective.astype(out_dtype),
-        iterations=lp.iterations,
         clipped_losses=clipped,
         invalid_preference=bad_pref,
         stationary=stationary,
     )
+
+
+def _status(finite, gram_ok, lp_status):
+    """The solve's :class:`~jaxpareto.status.Status`: ``NONFINITE_INPUT`` (Gramian or
+    losses), ``DEGENERATE`` (a zero Gramian), ``SUCCESSFUL`` (LP optimal), else the LP's
+    status (``INFEASIBLE`` / ``MAX_ITER`` / ``NUMERICAL_ERROR``; any other code reads as
+    ``NUMERICAL_ERROR``)."""
+    known = (lp_status == INFEASIBLE) | (lp_status == MAX_ITER) | (lp_status == NUMERICAL_ERROR)
+    lp_code = jnp.where(known, lp_status, NUMERICAL_ERROR).astype(jnp.int32)
+    base = pick_status(nonfinite=~finite, degenerate=~gram_ok)
+    failed = finite & gram_ok & (lp_status != OPTIMAL)
+    return jnp.where(failed, lp_code, base).astype(jnp.int32)
 
 
 def _row_violation(a_ub, b_ub, mask, beta):
@@ -453,7 +502,12 @@ class EpoState(NamedTuple):
     """State of the EPO weighting: the last weights and diagnostics (for logging).
 
     Attributes:
-      weights: ``[m]`` last weights (uniform after ``init``).
+      weights: ``[m]`` last weights (uniform ``1/m`` after ``init``).
+      status: int32 ``[]`` :attr:`EpoResult.status` of the last update (``SUCCESSFUL``
+        after ``init``).
+      converged: bool ``[]`` :attr:`EpoResult.converged` of the last update (True after
+        ``init``).
+      iterations: int32 ``[]`` simplex pivots of the last update (0 after ``init``).
       non_uniformity: ``[]`` last ``μ``.
       lp_status: int32 ``[]`` last LP status.
       descent: bool ``[]`` last mode was pure descent.
@@ -466,6 +520,9 @@ class EpoState(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     non_uniformity: jax.Array
     lp_status: jax.Array
     descent: jax.Array
@@ -514,7 +571,7 @@ def epo(
                 f"`num_tasks`={num_tasks_} does not match the preference's m={num_tasks}."
             )
         return EpoState(
-            weights=jnp.full((num_tasks_,), 1.0 / num_tasks_, dtype),
+            **core_fields(num_tasks_, dtype),
             non_uniformity=jnp.zeros((), dtype),
             lp_status=jnp.zeros((), jnp.int32),
             descent=jnp.asarray(False),
@@ -544,6 +601,9 @@ def epo(
         weights = res.weights.astype(dtype)
         new_state = EpoState(
             weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
             non_uniformity=res.non_uniformity.astype(state.non_uniformity.dtype),
             lp_status=res.lp_status,
             descent=res.descent,

@@ -29,7 +29,9 @@ the unique root when ``C`` is non-singular.
 No root exists when some ``w ≥ 0, w ≠ 0`` has ``Gᵀw = 0`` and ``α ≥ 1`` (``h`` is then
 unbounded below, as for Nash-MTL): ``converged`` is False, ``status = MAX_ITER`` and the
 last finite iterate is returned. A non-finite or zero Gramian gives ``1/m`` with
-``NONFINITE_INPUT`` / ``DEGENERATE``.
+``NONFINITE_INPUT`` / ``DEGENERATE``. One task (``m = 1``) gives the weight 1 (the update
+is the gradient; ``residual`` 0, no system is solved), not the one-task root
+``C^{−α/(α+1)}``.
 
 Properties: permutation invariant; ``J → sJ`` gives ``w → s^{−2α/(α+1)} w`` (scale
 degree ``−2α/(α+1)``; −1 at α = 1); non-conflicting at the root
@@ -53,6 +55,8 @@ from jaxpareto.weighting.base import (
     check_num_tasks,
     check_state_matches,
     full_precision,
+    pick_status,
+    single_task,
     weighting_factory,
 )
 
@@ -68,7 +72,7 @@ class FairGradResult(NamedTuple):
         ``DEGENERATE`` (zero Gramian) or ``NONFINITE_INPUT``.
       converged: bool ``[]`` residual ``≤ tol``.
       iterations: int32 ``[]`` Newton iterations.
-      residual: ``[]`` ``max_i |w_i^{1/α} (C w)_i − 1|``.
+      residual: ``[]`` ``max_i |w_i^{1/α} (C w)_i − 1|`` (0 when ``m = 1``: weight 1).
     """
 
     weights: jax.Array
@@ -94,7 +98,7 @@ def fairgrad_weights(
     """FairGrad weights: the root of ``C w = w^{−1/α}`` (Ban & Ji 2024, eq. 4).
 
     Args:
-      gram: ``[m, m]`` Gramian.
+      gram: ``[m, m]`` Gramian (``m = 1``: the weight is 1).
       alpha: ``α ≥ 0`` (0: uniform weights).
       max_iter: Newton iteration cap.
       tol: residual tolerance (default ``√ε`` of the working dtype).
@@ -114,13 +118,24 @@ def _fairgrad(gram, alpha, max_iter, tol) -> FairGradResult:
     finite = jnp.all(jnp.isfinite(c))
     c = jnp.where(finite, 0.5 * (c + c.T), jnp.eye(m, dtype=dtype))
     uniform = jnp.full((m,), 1.0 / m, dtype)
+    if m == 1:
+        # One task: the weight is 1, the update the gradient (not the root
+        # C^{-α/(α+1)} of the one-task system, a positive multiple of it).
+        ones, _ = single_task(c, dtype)
+        return FairGradResult(
+            weights=ones.astype(out),
+            status=pick_status(nonfinite=~finite),
+            converged=finite,
+            iterations=jnp.zeros((), jnp.int32),
+            residual=jnp.zeros((), out),
+        )
     if alpha == 0:
         return FairGradResult(
-            uniform.astype(out),
-            jnp.where(finite, status_array("SUCCESSFUL"), status_array("NONFINITE_INPUT")),
-            finite,
-            jnp.zeros((), jnp.int32),
-            jnp.zeros((), out),
+            weights=uniform.astype(out),
+            status=jnp.where(finite, status_array("SUCCESSFUL"), status_array("NONFINITE_INPUT")),
+            converged=finite,
+            iterations=jnp.zeros((), jnp.int32),
+            residual=jnp.zeros((), out),
         )
     tol = float(np.sqrt(np.finfo(dtype).eps)) if tol is None else tol
     scale = jnp.sqrt(jnp.sum(c * c))
@@ -180,7 +195,13 @@ def _fairgrad(gram, alpha, max_iter, tol) -> FairGradResult:
             jnp.where(conv, status_array("SUCCESSFUL"), status_array("MAX_ITER")),
         ),
     )
-    return FairGradResult(w.astype(out), status, conv, it, res.astype(out))
+    return FairGradResult(
+        weights=w.astype(out),
+        status=status,
+        converged=conv,
+        iterations=it,
+        residual=res.astype(out),
+    )
 
 
 @weighting_factory
@@ -212,6 +233,8 @@ def fairgrad(
         check_state_matches(gram, state)
         res = fairgrad_weights(gram, alpha, max_iter=max_iter, tol=tol)
         w = res.weights.astype(state.weights.dtype)
-        return w, FieldState(w, res.status, res.converged, res.iterations)
+        return w, FieldState(
+            weights=w, status=res.status, converged=res.converged, iterations=res.iterations
+        )
 
     return Weighting(init, update, num_tasks)

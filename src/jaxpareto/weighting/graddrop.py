@@ -16,8 +16,9 @@ This acts on coordinates, so GradDrop is a *Jacobian weighting*
 (``Weighting.needs == "jacobian"``, :mod:`jaxpareto.weighting.base`); ``f`` is the
 identity (the paper's and TorchJD's default). A coordinate where every task gradient
 is 0 contributes 0 (``P`` is set to ½ there; TorchJD's 0/0 also gives 0). The state
-holds a PRNG key (split at every update) and, as ``weights``, the fraction of its
-coordinates each task kept (``ℓ_i + (1 − ℓ_i) · mean_k M_ik``).
+holds the kit's core fields (:mod:`jaxpareto.weighting.base`; ``weights = 1/m`` after
+``init``), a PRNG key (split at every update) and, as ``weights`` after an update, the
+fraction of its coordinates each task kept (``ℓ_i + (1 − ℓ_i) · mean_k M_ik``).
 
 Peers: TorchJD 0.18 ``GradDrop`` is the same algorithm on the full gradient (draws from
 ``torch.rand``); LibMTL 1.1.5 applies it to the representation gradients only, after
@@ -40,8 +41,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import working_dtype
-from jaxpareto.weighting._field import KeyState, default_key, field_state, pick_status
-from jaxpareto.weighting.base import Weighting, check_num_tasks, weighting_factory
+from jaxpareto.weighting._field import KeyState, default_key
+from jaxpareto.weighting.base import Weighting, core_fields, pick_status, weighting_factory
 
 __all__ = ["graddrop", "graddrop_direction"]
 
@@ -137,9 +138,7 @@ def graddrop(seed: int | jax.Array = 0, *, num_tasks: int | None = None, leak=No
 
     def init(num_tasks: int, dtype=jnp.float32, *, key=None, params=None) -> KeyState:
         del params  # not needed (the protocol passes it to Jacobian weightings)
-        num_tasks = check_num_tasks(num_tasks)
-        base = field_state(jnp.ones((num_tasks,), dtype))
-        return KeyState(*base, key=key0 if key is None else key)
+        return KeyState(**core_fields(num_tasks, dtype), key=key0 if key is None else key)
 
     def update(jac, state, *, losses=None, preference=None, gram=None):
         del losses, preference, gram
@@ -150,11 +149,11 @@ def graddrop(seed: int | jax.Array = 0, *, num_tasks: int | None = None, leak=No
         key, sub = jax.random.split(state.key)
         d, w, finite = graddrop_direction(jac, sub, leak=leak)
         st = KeyState(
-            w.astype(state.weights.dtype),
-            pick_status(~finite, jnp.asarray(False)),
-            finite,
-            state.iterations,
-            key,
+            weights=w.astype(state.weights.dtype),
+            status=pick_status(nonfinite=~finite),
+            converged=finite,
+            iterations=state.iterations,
+            key=key,
         )
         return d, st
 

@@ -40,12 +40,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxpareto._validate import check_gram, working_dtype
-from jaxpareto.weighting._field import default_key, pick_status
+from jaxpareto.weighting._field import default_key
 from jaxpareto.weighting.base import (
     Weighting,
     check_num_tasks,
     check_state_matches,
+    core_fields,
     full_precision,
+    pick_status,
     weighting_factory,
 )
 from jaxpareto.weighting.pcgrad import _check_orders, random_orders
@@ -161,7 +163,7 @@ def _gradvac(gram, phi_hat, orders, beta, eps, ema) -> GradVacResult:
     ph = jnp.where(ok, ph, ph_in)
     return GradVacResult(
         weights=weights.astype(out),
-        status=pick_status(~ok, jnp.asarray(False)),
+        status=pick_status(nonfinite=~ok),
         converged=ok,
         iterations=jnp.sum(counts),
         phi_hat=ph.astype(phi_hat.dtype),
@@ -173,7 +175,7 @@ class GradVacState(NamedTuple):
     """State of :func:`gradvac`.
 
     Attributes:
-      weights: ``[m]`` last weights (``1`` after ``init``).
+      weights: ``[m]`` last weights (``1/m`` after ``init``, the kit's convention).
       status: int32 ``[]`` status of the last update.
       converged: bool ``[]`` the last input was usable.
       iterations: int32 ``[]`` corrections in the last update.
@@ -219,10 +221,7 @@ def gradvac(
     def init(num_tasks: int, dtype=jnp.float32, *, key=None) -> GradVacState:
         num_tasks = check_num_tasks(num_tasks)
         return GradVacState(
-            weights=jnp.ones((num_tasks,), dtype),
-            status=pick_status(jnp.asarray(False), jnp.asarray(False)),
-            converged=jnp.asarray(True),
-            iterations=jnp.zeros((), jnp.int32),
+            **core_fields(num_tasks, dtype),
             phi_hat=jnp.zeros((num_tasks, num_tasks), dtype),
             key=key0 if key is None else key,
         )
@@ -235,12 +234,12 @@ def gradvac(
         res = gradvac_weights(gram, state.phi_hat, sub, beta=beta, eps=eps, ema=ema)
         w = res.weights.astype(state.weights.dtype)
         return w, GradVacState(
-            w,
-            res.status,
-            res.converged,
-            res.iterations,
-            res.phi_hat.astype(state.phi_hat.dtype),
-            key,
+            weights=w,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            phi_hat=res.phi_hat.astype(state.phi_hat.dtype),
+            key=key,
         )
 
     return Weighting(init, update, num_tasks)

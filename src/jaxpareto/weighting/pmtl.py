@@ -26,6 +26,13 @@ Weights. ``α`` may have negative entries (constraint gradients push some losses
 The reference code rescales so that ``Σ|α_i| = m``; here ``Σ|α_i| = 1`` and the
 transform's ``scale="num_tasks"`` gives the reference's scaling.
 
+Status (the kit's convention, :mod:`jaxpareto.weighting.base`): results and states start
+with ``weights, status, converged, iterations``; a NaN/inf in the Gramian or the losses
+gives the uniform weights ``1/m`` and ``NONFINITE_INPUT``, a degenerate solve (zero
+Gramian, all-zero weights) ``DEGENERATE``, a min-norm solve that missed its tolerance
+``MAX_ITER``; ``iterations`` are the min-norm solver's. One task (``m = 1``) gives the
+weight 1: the update is the gradient.
+
 Reference vectors. PMTL's ``u_k`` point *at* the desired loss vector (the solution has
 ``l ∝ u_k`` roughly), whereas an EPO preference ``r`` asks for ``r ⊙ l ∝ 1``: the PMTL
 reference vector matching EPO's ``r`` is ``u ∝ 1/r`` (what the EPO authors' comparison
@@ -34,6 +41,7 @@ code uses). Reference vectors are normalised to unit length here.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -41,15 +49,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpareto._validate import check_float, check_gram, check_vector, is_concrete, working_dtype
+from jaxpareto.status import Status
 from jaxpareto.weighting.base import (
     Weighting,
     check_choice,
+    core_fields,
     full_precision,
+    pick_status,
     single_task,
     weighting_factory,
 )
 
 INIT, MAIN = 0, 1
+_METHODS = ("auto", "frank_wolfe", "projected_gradient")
 
 
 class PmtlResult(NamedTuple):
@@ -57,16 +69,26 @@ class PmtlResult(NamedTuple):
 
     Attributes:
       weights: ``[m]`` task weights ``α`` with ``Σ|α_i| = 1`` (eq. 18), or the
-        initialisation direction's task weights.
+        initialisation direction's task weights; always finite.
+      status: int32 ``[]`` a :class:`~jaxpareto.status.Status`: ``NONFINITE_INPUT`` (a
+        NaN/inf in the Gramian or the losses: uniform weights ``1/m``), else
+        ``DEGENERATE`` (``degenerate`` below), else ``SUCCESSFUL`` when the min-norm
+        solve converged, else ``MAX_ITER``.
+      converged: bool ``[]`` ``status == SUCCESSFUL``.
+      iterations: int32 ``[]`` iterations of the min-norm solve (0 when ``m = 1``).
       active: ``[K]`` bool, the active constraints ``I`` (init) or ``I_ε`` (main).
-      feasible: bool, whether ``G_j ≤ 0`` for all ``j`` (the point lies in sub-region k).
+      feasible: bool, whether ``G_j ≤ 0`` for all ``j`` (the point lies in sub-region k);
+        False on non-finite input.
       objective: the min-norm value ``‖Σ multipliers · vectors‖²`` of the solved QP.
       degenerate: bool, the weights were all ~zero or non-finite and replaced by uniform
-        weights, or the min-norm solve hit a guard (zero or non-finite Gramian, see
-        :attr:`jaxpareto.MinNormResult.degenerate`).
+        weights, or the min-norm solve hit a guard (zero Gramian, see
+        :attr:`jaxpareto.MinNormResult.degenerate`), or the input was non-finite.
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     active: jax.Array
     feasible: jax.Array
     objective: jax.Array
@@ -123,49 +145,79 @@ def pmtl_weights(
         compiled program can ``vmap`` over sub-regions).
       phase: ``INIT`` (0) for the initialisation direction (eq. 9), ``MAIN`` (1) for
         the constrained descent step (eq. 10/14/18); may be traced.
-      eps: the activity threshold ``ε`` of ``I_ε`` (eq. 11); the reference code uses 0.
+      eps: the activity threshold ``ε`` of ``I_ε`` (eq. 11, a static float); the
+        reference code uses 0.
       method: min-norm solver (see :func:`jaxpareto.min_norm_weights`); the reference
         uses ``"projected_gradient"``.
 
     Returns:
-      :class:`PmtlResult`.
-    """
-    from jaxpareto.weighting.min_norm import min_norm_weights
+      :class:`PmtlResult` (``weights, status, converged, iterations`` first). A NaN/inf
+      in ``gram`` or ``losses`` gives the uniform weights ``1/m`` with
+      ``status = NONFINITE_INPUT``; ``m = 1`` gives the weight 1.
 
+    The checks run here, at trace time; the solve is jitted inside (eager calls with new
+    values of the same shapes and options reuse one compiled program; under a user's
+    ``jit`` it is inlined).
+    """
     gram = check_gram(gram, min_tasks=1)
     m = gram.shape[0]
     preferences = _check_preferences(preferences, index)
     if preferences.shape[1] != m:
         raise ValueError(f"`preferences` has m={preferences.shape[1]} columns, gram has m={m}.")
     losses = check_vector(losses, m, "losses")
-    if not eps >= 0:
-        raise ValueError(f"`eps` must be >= 0, got {eps!r}.")
+    try:
+        eps_value = None if isinstance(eps, bool) else float(eps)
+    except TypeError:  # e.g. a traced eps: it is static here
+        eps_value = None
+    if eps_value is None or not eps_value >= 0:
+        raise ValueError(f"`eps` must be a float >= 0, got {eps!r}.")
+    check_choice(method, "method", _METHODS)
+    return _pmtl(gram, losses, preferences, index, phase, eps_value, method)
+
+
+# Jitted so that eager calls reuse one compiled program per shape and configuration
+# (inside a user's jit it is inlined); the checks above run at trace time. ``index`` and
+# ``phase`` are traced: one program serves every sub-region and both phases.
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _pmtl(gram, losses, preferences, index, phase, eps, method) -> PmtlResult:
+    from jaxpareto.weighting.min_norm import min_norm_weights
+
+    m = gram.shape[0]
+    k = preferences.shape[0]
     dtype = working_dtype(gram, losses)
     gram, losses = gram.astype(dtype), losses.astype(dtype)
+    gram = 0.5 * (gram + gram.T)
+    finite = jnp.all(jnp.isfinite(gram)) & jnp.all(jnp.isfinite(losses))
     if m == 1:
         # One task: every reference vector is the same ray, every sub-region the whole
         # space; the weight is 1 (the update is the gradient).
-        ones, finite = single_task(gram, dtype)
-        k = preferences.shape[0]
+        ones, _ = single_task(gram, dtype)
         return PmtlResult(
-            ones,
-            jnp.zeros((k,), bool),
-            jnp.asarray(True),
-            jnp.where(finite, gram[0, 0], 0),
-            ~finite,
+            weights=ones,
+            status=pick_status(nonfinite=~finite),
+            converged=finite,
+            iterations=jnp.zeros((), jnp.int32),
+            active=jnp.zeros((k,), bool),
+            feasible=finite,
+            objective=jnp.where(finite, gram[0, 0], 0),
+            degenerate=~finite,
         )
+    # Non-finite input: solve on harmless stand-ins (identity, zero losses); the result
+    # is replaced by the uniform weights below.
+    gram = jnp.where(finite, gram, jnp.eye(m, dtype=dtype))
+    losses = jnp.where(finite, losses, 0)
     u = _unit_rows(preferences.astype(dtype))
     w = u - u[index]  # [K, m]; row k is zero
     g_val = w @ losses  # G_j, eq. 7
-    feasible = jnp.all(g_val <= 0)
+    feasible = jnp.all(g_val <= 0) & finite
 
     # Initialisation (eq. 9): constraints with G_j >= 0 (row k itself never counts:
     # its gradient is zero). Main step (eq. 11): G_j >= -eps.
-    row_k = jnp.arange(w.shape[0]) == index
+    row_k = jnp.arange(k) == index
     active_init = (g_val >= 0) & ~row_k
     active_main = (g_val >= -eps) & ~row_k
     in_init = jnp.asarray(phase) == INIT
-    active = jnp.where(in_init, active_init, active_main)
+    active = jnp.where(in_init, active_init, active_main) & finite
 
     # Coefficient rows of the vector set, with inactive rows replaced by a copy of an
     # active one (see module docstring).
@@ -183,23 +235,38 @@ def pmtl_weights(
     alpha = rows.T @ sol.weights  # eq. 18
     norm1 = jnp.sum(jnp.abs(alpha))
     tiny = jnp.finfo(dtype).tiny
-    replaced = ~(norm1 > tiny) | ~jnp.all(jnp.isfinite(alpha))
-    # A zero or non-finite Gramian makes every multiplier optimal: the weights are
-    # finite but arbitrary (the direction is zero), so it is flagged too.
+    replaced = ~(norm1 > tiny) | ~jnp.all(jnp.isfinite(alpha)) | ~finite
+    # A zero Gramian makes every multiplier optimal: the weights are finite but
+    # arbitrary (the direction is zero), so it is flagged too.
     degenerate = replaced | sol.degenerate
     alpha = jnp.where(
         replaced, jnp.full((m,), 1.0 / m, dtype), alpha / jnp.where(replaced, 1, norm1)
     )
+    status = pick_status(nonfinite=~finite, degenerate=degenerate, converged=sol.converged)
     # In the initialisation with nothing active the point is already feasible: the
     # caller switches to the main phase; the weights are the main-phase ones then.
-    return PmtlResult(alpha, active, feasible, sol.objective, degenerate)
+    return PmtlResult(
+        weights=alpha,
+        status=status,
+        converged=status == Status.SUCCESSFUL,
+        iterations=jnp.asarray(sol.iterations, jnp.int32),
+        active=active,
+        feasible=feasible,
+        objective=jnp.where(finite, sol.objective, 0).astype(dtype),
+        degenerate=degenerate,
+    )
 
 
 class PmtlState(NamedTuple):
     """State of the PMTL weighting.
 
     Attributes:
-      weights: ``[m]`` last task weights.
+      weights: ``[m]`` last task weights (``1/m`` after ``init``).
+      status: int32 ``[]`` :attr:`PmtlResult.status` of the last update (``SUCCESSFUL``
+        after ``init``).
+      converged: bool ``[]`` :attr:`PmtlResult.converged` of the last update (True after
+        ``init``).
+      iterations: int32 ``[]`` min-norm iterations of the last update (0 after ``init``).
       phase: int32, ``INIT`` (0) until the point is feasible or ``init_steps`` updates
         have run, then ``MAIN`` (1) for good.
       step: int32 number of updates so far.
@@ -210,6 +277,9 @@ class PmtlState(NamedTuple):
     """
 
     weights: jax.Array
+    status: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
     phase: jax.Array
     step: jax.Array
     active: jax.Array
@@ -241,7 +311,7 @@ def pmtl(
     ``preference`` is ignored (PMTL's trade-off is set by ``preferences, index``).
     """
     preferences = _check_preferences(preferences, index)
-    check_choice(method, "method", ("auto", "frank_wolfe", "projected_gradient"))
+    check_choice(method, "method", _METHODS)
     if not isinstance(init_steps, int) or init_steps < 0:
         raise ValueError(f"`init_steps` must be a non-negative int, got {init_steps!r}.")
     num_pref = preferences.shape[0]
@@ -252,7 +322,7 @@ def pmtl(
                 f"`num_tasks`={num_tasks} does not match `preferences` with m={preferences.shape[1]}."
             )
         return PmtlState(
-            weights=jnp.full((num_tasks,), 1.0 / num_tasks, dtype),
+            **core_fields(num_tasks, dtype),
             phase=jnp.asarray(INIT if init_steps > 0 else MAIN, jnp.int32),
             step=jnp.zeros((), jnp.int32),
             active=jnp.zeros((num_pref,), bool),
@@ -275,7 +345,15 @@ def pmtl(
         res = pmtl_weights(gram, losses, preferences, index, phase=phase, eps=eps, method=method)
         weights = res.weights.astype(state.weights.dtype)
         return weights, PmtlState(
-            weights, phase, state.step + 1, res.active, res.feasible, res.degenerate
+            weights=weights,
+            status=res.status,
+            converged=res.converged,
+            iterations=res.iterations,
+            phase=phase,
+            step=state.step + 1,
+            active=res.active,
+            feasible=res.feasible,
+            degenerate=res.degenerate,
         )
 
     return Weighting(init, update, preferences.shape[1])

@@ -271,6 +271,13 @@ def _scal_inputs(losses, preference, ideal):
     return x, r, finite
 
 
+def _one_task(x):
+    """The ``m = 1`` weight of every weighting: exactly 1 (the update is the gradient;
+    :func:`jaxpareto.weighting.base.single_task`). ``m`` is a static shape, so this is
+    decided at trace time."""
+    return jnp.ones((1,), x.dtype)
+
+
 def _soft_argmax(v, smoothing):
     if smoothing is None:
         return jax.nn.one_hot(jnp.argmax(v), v.shape[0], dtype=v.dtype)
@@ -349,6 +356,9 @@ def aasf_weights(
     Tchebycheff weights. Ties take the first index; ``smoothing = μ > 0`` replaces
     ``e_k`` by ``softmax(((l − z)/r) / μ)`` (the gradient of the log-sum-exp smoothing).
 
+    One task (``m = 1``): the weight is exactly 1 (the update is the gradient), not the
+    positive multiple ``(1 + ρ) / r`` of it that ``∂S/∂l`` would give.
+
     Args:
       losses, preference (positive, default ones), ideal (default zeros);
       rho: augmentation ``ρ ≥ 0``; smoothing: ``None`` (hard max) or ``μ > 0``.
@@ -357,6 +367,8 @@ def aasf_weights(
     if smoothing is not None:
         smoothing = _check_positive(smoothing, "smoothing")
     x, r, finite = _scal_inputs(losses, preference, ideal)
+    if x.shape[0] == 1:
+        return _one_task(x)
     v = x / r
     w = _soft_argmax(v, smoothing) / r + rho / r
     return jnp.where(finite, w, r)
@@ -376,6 +388,9 @@ def aug_chebyshev_weights(
     Tchebycheff problem. ``sgn(0) = 0`` and ties take the first index (subgradients);
     ``smoothing = μ > 0`` replaces ``e_k`` by the softmax of ``r ⊙ |l − z| / μ``.
 
+    One task (``m = 1``): the weight is exactly 1 (the update is the gradient), not
+    ``(r + ρ) sgn(l − z)``.
+
     Args:
       losses, preference (positive, default ones), ideal (default zeros);
       rho: ``ρ ≥ 0``; smoothing: ``None`` or ``μ > 0``.
@@ -384,6 +399,8 @@ def aug_chebyshev_weights(
     if smoothing is not None:
         smoothing = _check_positive(smoothing, "smoothing")
     x, r, finite = _scal_inputs(losses, preference, ideal)
+    if x.shape[0] == 1:
+        return _one_task(x)
     s = jnp.sign(x)
     w = _soft_argmax(r * jnp.abs(x), smoothing) * r * s + rho * s
     return jnp.where(finite, w, r)
@@ -465,7 +482,8 @@ def aasf(
     rho: float = 1e-4,
     smoothing: float | None = None,
 ) -> Weighting:
-    """AASF as a weighting: raw weights :func:`aasf_weights` (needs ``losses``)."""
+    """AASF as a weighting: raw weights :func:`aasf_weights` (needs ``losses``); one
+    task (``m = 1``) gives the weight 1 (the update is the gradient)."""
     _check_nonneg(rho, "rho")
     if smoothing is not None:
         _check_positive(smoothing, "smoothing")
@@ -488,7 +506,8 @@ def aug_chebyshev(
     rho: float = 1e-3,
     smoothing: float | None = None,
 ) -> Weighting:
-    """Augmented Tchebycheff as a weighting: raw weights :func:`aug_chebyshev_weights`."""
+    """Augmented Tchebycheff as a weighting: raw weights :func:`aug_chebyshev_weights`;
+    one task (``m = 1``) gives the weight 1 (the update is the gradient)."""
     _check_nonneg(rho, "rho")
     if smoothing is not None:
         _check_positive(smoothing, "smoothing")
