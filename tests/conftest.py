@@ -4,6 +4,7 @@ Tests check correctness in float64 (x64 enabled here, before any array is create
 behaviour in float32 by creating float32 arrays explicitly.
 """
 
+import gc
 import os
 
 # XLA's CPU "concurrency-optimized" thunk scheduler deadlocks (jax/jaxlib 0.10.2, 2 cores:
@@ -16,6 +17,7 @@ if _NO_DEADLOCK not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _NO_DEADLOCK).strip()
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -42,3 +44,28 @@ try:
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 except ImportError:  # hypothesis is in the dev extra; tests that need it import it.
     pass
+
+
+# Memory guard. Every jitted program a test compiles stays in jax's caches for the life
+# of the worker; over the whole suite an xdist worker grew past several GiB, and two of
+# them (plus the packaging test's fresh venv) can exhaust a 24 GiB CI machine, where the
+# kernel kills a worker mid-test ("node down: Not properly terminated"). After each test
+# module, a worker holding more than _RSS_LIMIT drops jax's compiled programs (modules
+# that run later recompile what they need; a module is never cut in the middle).
+_RSS_LIMIT = float(os.environ.get("JAXPARETO_TEST_RSS_GIB", "3")) * 2**30
+
+
+def _rss_bytes() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bounded_worker_memory():
+    yield
+    if _rss_bytes() > _RSS_LIMIT:
+        jax.clear_caches()
+        gc.collect()

@@ -8,10 +8,10 @@ non-finite Gramian gives finite weights and ``status = NONFINITE_INPUT``, and sh
 reprs. Factories are discovered by introspection (every public function annotated
 ``-> Weighting``), so a new factory is checked without being listed here.
 
-A known, not yet fixed departure is listed in ``KNOWN_DRIFT`` and runs as an xfail
-(an entry that starts to pass shows as XPASS: remove it; once the tables are empty,
-make the marks strict); a departure that is not listed fails outright, so a new
-factory that drifts fails the suite. The oracle of each check is the convention itself, stated
+Every factory follows them today: the departure tables ``KNOWN_DRIFT`` /
+``KNOWN_RESULT_DRIFT`` are empty, and an entry added there runs as a strict xfail (it
+must fail; once fixed it fails the suite until removed). A departure that is not listed
+fails outright, so a new factory that drifts fails the suite. The oracle of each check is the convention itself, stated
 independently of the implementation (e.g. ``1/m`` initial weights, the Status enum).
 """
 
@@ -86,47 +86,14 @@ def _inputs(name: str, m: int, finite: bool = True):
 
 
 # (factory, check) -> why it still departs (xfail: remove the entry once fixed).
-KNOWN_DRIFT: dict[tuple[str, str], str] = {
-    ("moco", "init"): "init needs the parameters (MoCo tracks gradients shaped like them); the introspection test builds states from m only",
-    ("moco", "extra"): "init needs the parameters (MoCo tracks gradients shaped like them); the introspection test builds states from m only",
-    ("moco", "one_task"): "init needs the parameters (MoCo tracks gradients shaped like them); the introspection test builds states from m only",
-    ("moco", "nonfinite"): "init needs the parameters (MoCo tracks gradients shaped like them); the introspection test builds states from m only",
-    ("moco", "repr"): "init needs the parameters (MoCo tracks gradients shaped like them); the introspection test builds states from m only",
-    ("aasf", "one_task"): "m = 1 does not give weight 1",
-    ("aligned_mtl", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("aligned_mtl", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("aug_chebyshev", "one_task"): "m = 1 does not give weight 1",
-    ("cagrad", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("cagrad", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("constant", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("dualproj", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("dualproj", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("epo", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("epo", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("fairgrad", "one_task"): "m = 1 does not give weight 1",
-    ("graddrop", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("gradvac", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("imtl_g", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("imtl_g", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("mgda", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("mgda", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("nash_mtl", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("nash_mtl", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("pcgrad", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("pcgrad", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("pmtl", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("pmtl", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-    ("sum", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("upgrad", "init"): "state lacks the core fields status/converged/iterations (or weights first / 1/m)",
-    ("upgrad", "nonfinite"): "no `status` field set to NONFINITE_INPUT on a non-finite Gramian",
-}
+KNOWN_DRIFT: dict[tuple[str, str], str] = {}
 
 
 def _case(check: str):
     params = []
     for name in FACTORIES:
         reason = KNOWN_DRIFT.get((name, check))
-        marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
         params.append(pytest.param(name, id=name, marks=marks))
     return pytest.mark.parametrize("name", params)
 
@@ -241,28 +208,7 @@ def _result_classes():
 
 
 # Result/State classes still without a core field (xfail; remove the entry once fixed).
-KNOWN_RESULT_DRIFT: dict[str, str] = {
-    "AlignedMtlResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "AlignedMtlState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "CagradResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "CagradState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "DualProjResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "DualProjState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "EpoResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "EpoState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "ImtlResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "ImtlState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "MgdaState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "MinNormResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "NashMtlResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "NashMtlState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "PcgradResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "PcgradState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "PmtlResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "PmtlState": "lacks status/converged/iterations (to add, then remove this entry)",
-    "UPGradResult": "lacks status/converged/iterations (to add, then remove this entry)",
-    "UPGradState": "lacks status/converged/iterations (to add, then remove this entry)",
-}
+KNOWN_RESULT_DRIFT: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
@@ -270,7 +216,7 @@ KNOWN_RESULT_DRIFT: dict[str, str] = {
     [
         pytest.param(
             n,
-            marks=[pytest.mark.xfail(strict=False, reason=KNOWN_RESULT_DRIFT[n])]
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_RESULT_DRIFT[n])]
             if n in KNOWN_RESULT_DRIFT
             else [],
         )
