@@ -35,6 +35,10 @@ are zero (TorchJD; the authors' code would divide by ``‖g_w‖ + 1e-8``); ``st
 is set. TorchJD compares ``‖g_w*‖`` with ``‖G‖_F`` of the trace-normalised Gramian
 instead, which depends on the largest gradient: a task whose gradient is 1e-5 of
 another's then gives a zero update although nothing conflicts; this test is scale-free.
+The threshold is never below ``4 √(m ε)`` (``ε`` of the working dtype): a norm computed
+from the Gramian cannot resolve a cancellation finer than that, and dividing by such a
+rounding-level ``‖g_w*‖`` turned float32 noise into conflicting updates on weakly
+stationary Jacobians (float64: ``4√(mε) ≈ 1e-7 · √m``, below the default ``norm_eps``).
 ``m = 1`` returns the weight 1 (the update is the gradient, whatever ``c``). ``rescale`` follows the
 authors' code: ``0`` returns ``d*`` (the paper's Algorithm 1 and TorchJD), ``1``
 divides by ``1 + c²`` (the authors' default), ``2`` by ``1 + c``.
@@ -203,6 +207,12 @@ def _cagrad(gram, options) -> CagradResult:
     # gradients it combines (‖g_w‖ ≤ Σ w_i ‖g_i‖ always), not merely short next to the
     # largest gradient.
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(cs), 0))
+    # A norm computed from the Gramian, √(wᵀCw), cannot resolve a cancellation below
+    # √(m ε) Σ |w_i| ‖g_i‖ (the rounding of the quadratic form is m ε (Σ|w_i|‖g_i‖)²):
+    # below that, λ = ρ/‖g_w‖ would magnify rounding noise into a conflicting update
+    # (float32 on weakly stationary Jacobians). The threshold is never below that floor.
+    eps_floor = 4.0 * math.sqrt(m * float(jnp.finfo(dtype).eps))
+    norm_eps = jnp.maximum(norm_eps, eps_floor)
     lam = safe_rho / jnp.where(gw_norm > 0, gw_norm, 1)
     weights = jnp.where(active, mean + lam * w, mean)
     # The same test on the update d* itself: at a stationary point where the ball
