@@ -89,11 +89,12 @@ def min_norm_section(d) -> str:
 def train_section(d) -> str:
     out = ["### Training step (float32, Adam)\n", _machine_line(d), ""]
     head = ["model", "m", "n", "jp summed", "jp Jacobian", "jp LS", "jp MGDA", "jp EPO",
-            "jp UPGrad", "jp MGDA-UB", "torch summed", "TorchJD MGDA", "TorchJD UPGrad",
+            "jp UPGrad", "jp MGDA-UB", "jp FAMO", "jp UW", "jp DWA", "torch summed", "TorchJD MGDA", "TorchJD UPGrad",
             "TorchJD autogram MGDA", "TorchJD autogram UPGrad", "TorchJD mtl MGDA",
             "TorchJD mtl UPGrad", "torch EPO ref", "torch MGDA-UB ref"]
     keys = ["jp_summed", "jp_jacobian", "jp_linear", "jp_mgda", "jp_epo", "jp_upgrad",
-            "jp_mgda_ub", "torch_summed", "torchjd_mgda", "torchjd_upgrad",
+            "jp_mgda_ub", "jp_famo", "jp_uw", "jp_dwa", "torch_summed", "torchjd_mgda",
+            "torchjd_upgrad",
             "torchjd_autogram_mgda", "torchjd_autogram_upgrad", "torchjd_mtl_mgda",
             "torchjd_mtl_upgrad", "torch_epo_ref", "torch_mgda_ub_ref"]
     rows = [[r["model"], r["num_tasks"], r["num_params"]] + [fmt_time(r["time_s"].get(k)) for k in keys]
@@ -179,6 +180,14 @@ def targets(data) -> str:
             goal = 1.1 if r["num_tasks"] <= 2 else 1.2
             lines.append(f"- {tag}: MGDA-UB step ≤ {goal}× summed-loss step: {fmt_ratio(v)} — "
                          f"{verdict(isinstance(v, float) and v <= goal)}")
+            loss_based = {k.split("/")[0][3:]: v for k, v in q.items()
+                          if k in ("jp_famo/jp_summed", "jp_uw/jp_summed", "jp_dwa/jp_summed")
+                          and isinstance(v, float)}
+            if loss_based:
+                worst = max(loss_based.values())
+                lines.append(f"- {tag}: loss-based step ≤ 1.05× summed-loss step: "
+                             + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in loss_based.items())
+                             + f" — {verdict(worst <= 1.05)}")
             v = q.get("jp_jacobian/vjp_limit")
             if isinstance(v, float):
                 lines.append(f"- {tag}: Jacobian ≤ 1.15× the VJP-count limit (1 + 2m)/3 × summed: "
