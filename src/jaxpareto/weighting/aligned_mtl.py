@@ -53,6 +53,7 @@ from jaxpareto.weighting.base import (
     full_precision,
     pick_status,
     single_task,
+    state_from_result,
     weighting_factory,
 )
 
@@ -239,13 +240,6 @@ def aligned_mtl(
         r = default if preference is None else preference
         res = aligned_mtl_weights(gram, r, scale_mode=scale_mode)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, AlignedMtlState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            rank=res.rank,
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(AlignedMtlState, res, state)
 
     return Weighting(init, update, num_tasks)

@@ -197,6 +197,24 @@ def core_fields(num_tasks: int, dtype=jnp.float32) -> dict[str, jax.Array]:
     }
 
 
+def state_from_result(cls, result, like, **fields):
+    """The next weighting state ``cls`` from a solver ``result``.
+
+    Every field of ``cls`` comes from ``fields`` when given there, else from the
+    result's field of the same name (the core fields and the method's diagnostics share
+    their names), cast to the dtype of that field in ``like`` (the previous state), so a
+    float32 state stays float32 whatever precision the solver worked in.
+    """
+    out = {}
+    for name in cls._fields:
+        value = fields[name] if name in fields else getattr(result, name)
+        old = getattr(like, name, None)
+        if old is not None and hasattr(value, "astype") and hasattr(old, "dtype"):
+            value = value.astype(old.dtype)
+        out[name] = value
+    return cls(**out)
+
+
 class Prologue(NamedTuple):
     """What :func:`gram_prologue` hands a solver.
 

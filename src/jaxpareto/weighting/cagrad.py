@@ -70,6 +70,7 @@ from jaxpareto.weighting.base import (
     full_precision,
     pick_status,
     single_task,
+    state_from_result,
     weighting_factory,
 )
 from jaxpareto.weighting.min_norm import min_norm_weights
@@ -285,14 +286,6 @@ def cagrad(c: float = 0.5, *, rescale: int = 0, norm_eps: float = 1e-4) -> Weigh
         check_state_matches(gram, state)
         res = cagrad_weights(gram, c, rescale=rescale, norm_eps=norm_eps)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, CagradState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            objective=res.objective.astype(state.objective.dtype),
-            stationary=res.stationary,
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(CagradState, res, state)
 
     return Weighting(init, update)

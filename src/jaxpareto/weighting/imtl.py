@@ -60,6 +60,7 @@ from jaxpareto.weighting.base import (
     full_precision,
     pick_status,
     single_task,
+    state_from_result,
     weighting_factory,
 )
 
@@ -216,13 +217,6 @@ def imtl_g() -> Weighting:
         check_state_matches(gram, state)
         res = imtl_g_weights(gram)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, ImtlState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            rank=res.rank,
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(ImtlState, res, state)
 
     return Weighting(init, update)

@@ -138,6 +138,7 @@ from jaxpareto.weighting.base import (
     core_fields,
     full_precision,
     pick_status,
+    state_from_result,
     weighting_factory,
 )
 from jaxpareto.weighting.implicit import attach
@@ -830,14 +831,6 @@ def mgda(
         )
         dtype = state.weights.dtype
         weights = res.weights.astype(dtype)
-        new_state = MgdaState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            objective=res.objective.astype(state.objective.dtype),
-            degenerate=res.degenerate,
-        )
-        return weights, new_state
+        return weights, state_from_result(MgdaState, res, state)
 
     return Weighting(init, update)

@@ -65,6 +65,7 @@ from jaxpareto.weighting.base import (
     full_precision,
     pick_status,
     single_task,
+    state_from_result,
     weighting_factory,
 )
 
@@ -335,15 +336,7 @@ def nash_mtl(
             warm = None
         res = nash_mtl_weights(gram, max_iter=max_iter, max_norm=max_norm, init=warm)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, NashMtlState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            residual=res.residual.astype(state.residual.dtype),
-            degenerate=res.degenerate,
-            step=state.step + 1,
-        )
+        return weights, state_from_result(NashMtlState, res, state, step=state.step + 1)
 
     def update(gram, state, *, losses=None, preference=None):
         del losses, preference

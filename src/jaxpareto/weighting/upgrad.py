@@ -85,6 +85,7 @@ from jaxpareto.weighting.base import (
     factory_preference,
     full_precision,
     pick_status,
+    state_from_result,
     weighting_factory,
 )
 from jaxpareto.weighting.qp import solve_qp
@@ -318,14 +319,7 @@ def make_weighting(solver, preference, reg_eps, max_iter, tol) -> Weighting:
         res = solver(gram, pref, reg_eps=reg_eps, max_iter=max_iter, tol=tol)
         dtype = state.weights.dtype
         weights = res.weights.astype(dtype)
-        return weights, UPGradState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            kkt_residual=res.kkt_residual.astype(state.kkt_residual.dtype),
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(UPGradState, res, state)
 
     return Weighting(init, update, num_tasks)
 
