@@ -200,14 +200,17 @@ def core_fields(num_tasks: int, dtype=jnp.float32) -> dict[str, jax.Array]:
 def state_from_result(cls, result, like, **fields):
     """The next weighting state ``cls`` from a solver ``result``.
 
-    Every field of ``cls`` comes from ``fields`` when given there, else from the
-    result's field of the same name (the core fields and the method's diagnostics share
-    their names), cast to the dtype of that field in ``like`` (the previous state), so a
-    float32 state stays float32 whatever precision the solver worked in.
+    Every field of ``cls`` comes from ``fields`` when given there (as given: e.g. the
+    next PRNG key or step count), else from the result's field of the same name (the
+    core fields and the method's diagnostics share their names), cast to the dtype of
+    that field in ``like`` (the previous state), so a float32 state stays float32 whatever
+    precision the solver worked in, and the state keeps its structure under ``lax.scan``.
     """
-    out = {}
+    out = dict(fields)
     for name in cls._fields:
-        value = fields[name] if name in fields else getattr(result, name)
+        if name in out:
+            continue
+        value = getattr(result, name)
         old = getattr(like, name, None)
         if old is not None and hasattr(value, "astype") and hasattr(old, "dtype"):
             value = value.astype(old.dtype)

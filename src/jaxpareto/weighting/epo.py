@@ -101,6 +101,7 @@ from jaxpareto.weighting.base import (
     factory_preference,
     full_precision,
     pick_status,
+    state_from_result,
     weighting_factory,
 )
 from jaxpareto.weighting.implicit import attach
@@ -597,21 +598,7 @@ def epo(
             descent=descent,
             fallback=fallback,
         )
-        dtype = state.weights.dtype
-        weights = res.weights.astype(dtype)
-        new_state = EpoState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            non_uniformity=res.non_uniformity.astype(state.non_uniformity.dtype),
-            lp_status=res.lp_status,
-            descent=res.descent,
-            fallback=res.fallback,
-            clipped_losses=res.clipped_losses,
-            invalid_preference=res.invalid_preference,
-            stationary=res.stationary,
-        )
-        return weights, new_state
+        weights = res.weights.astype(state.weights.dtype)
+        return weights, state_from_result(EpoState, res, state)
 
     return Weighting(init, update, num_tasks)

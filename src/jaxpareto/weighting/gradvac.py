@@ -48,6 +48,7 @@ from jaxpareto.weighting.base import (
     core_fields,
     full_precision,
     pick_status,
+    state_from_result,
     weighting_factory,
 )
 from jaxpareto.weighting.pcgrad import _check_orders, random_orders
@@ -233,13 +234,6 @@ def gradvac(
         key, sub = jax.random.split(state.key)
         res = gradvac_weights(gram, state.phi_hat, sub, beta=beta, eps=eps, ema=ema)
         w = res.weights.astype(state.weights.dtype)
-        return w, GradVacState(
-            weights=w,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            phi_hat=res.phi_hat.astype(state.phi_hat.dtype),
-            key=key,
-        )
+        return w, state_from_result(GradVacState, res, state, key=key)
 
     return Weighting(init, update, num_tasks)

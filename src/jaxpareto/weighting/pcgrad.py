@@ -54,6 +54,7 @@ from jaxpareto.weighting.base import (
     core_fields,
     full_precision,
     pick_status,
+    state_from_result,
     weighting_factory,
 )
 
@@ -258,14 +259,6 @@ def pcgrad(seed: int | jax.Array = 0, *, reduction: Literal["sum", "mean"] = "su
         key, sub = jax.random.split(state.key)
         res = pcgrad_weights(gram, sub, reduction=reduction)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, PcgradState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            key=key,
-            projections=res.projections,
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(PcgradState, res, state, key=key)
 
     return Weighting(init, update)

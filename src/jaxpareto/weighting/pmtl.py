@@ -57,6 +57,7 @@ from jaxpareto.weighting.base import (
     full_precision,
     pick_status,
     single_task,
+    state_from_result,
     weighting_factory,
 )
 
@@ -344,16 +345,6 @@ def pmtl(
         ).astype(jnp.int32)
         res = pmtl_weights(gram, losses, preferences, index, phase=phase, eps=eps, method=method)
         weights = res.weights.astype(state.weights.dtype)
-        return weights, PmtlState(
-            weights=weights,
-            status=res.status,
-            converged=res.converged,
-            iterations=res.iterations,
-            phase=phase,
-            step=state.step + 1,
-            active=res.active,
-            feasible=res.feasible,
-            degenerate=res.degenerate,
-        )
+        return weights, state_from_result(PmtlState, res, state, phase=phase, step=state.step + 1)
 
     return Weighting(init, update, preferences.shape[1])
