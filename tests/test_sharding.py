@@ -195,6 +195,91 @@ def test_gramian_contracts_locally_and_combine_keeps_the_sharding(results):
     assert g["combine_diff"] <= 1e-12
 
 
+# ------------------------------------------------------- Gramian engine: data parallel
+
+ENGINE_TOL = {"float64": 1e-12, "float32": 1e-5}
+ENGINE_RUNS = ["auto/float64", "auto/float32", "per-sample/float64"]  # worker's ENGINE_RUNS
+
+
+def _engine_reduced(run):
+    """The all-reduced operand shapes of an engine run, dimensions sorted (XLA may hold
+    an operand transposed), and the set of collective ops."""
+    colls = _collectives(run)
+    ops = {op for op, _, _ in colls}
+    reduced = sorted(tuple(sorted(s)) for op, shapes, _ in colls if op == "all-reduce"
+                     for s in shapes)
+    return ops, reduced, colls
+
+
+def test_gramian_engine_data_parallel_equals_single_device(results):
+    """jp.gramian_vjp on a batch split over 8 devices, parameters replicated: the losses,
+    the Gramian and the update ``∇ Σ w_i l_i`` equal the same jitted step on one device
+    (relative to their largest entry), and come back replicated."""
+    engine = results["gramian_engine"]
+    assert sorted(engine["runs"]) == sorted(ENGINE_RUNS)
+    for key, run in engine["runs"].items():
+        tol = ENGINE_TOL[key.rsplit("/", 1)[1]]
+        for what in ("losses", "gram", "update"):
+            assert run["diff"][what] <= tol, (key, what, run["diff"])
+        assert run["scale"]["gram"] > 1e-2 and run["scale"]["update"] > 1e-3, key
+        assert run["gram_spec"] == "()"
+        assert run["update_specs"] == ["()"] * len(engine["param_shapes"])
+
+
+@pytest.mark.parametrize("key", ["auto/float64", "auto/float32"])
+def test_gramian_engine_data_parallel_reduces_rows_never_samples(results, key):
+    """Weight-gradient blocks (what "auto" picks for this MLP: batch 64 ≫ widths): one
+    all-reduce over the 8 devices of each parameter's ``m`` per-task rows, the ``m``
+    losses and the update — no all-gather, nothing with a batch axis.
+
+    The rows cannot be replaced by ``m × m`` partial Gramians: each device holds
+    ``g_i = Σ_d g_i^(d)`` only in part, and ``⟨g_i, g_j⟩`` needs the cross terms
+    ``⟨g_i^(d), g_j^(d')⟩``, i.e. the rows (or the per-sample inputs and cotangents,
+    below). This is what the Jacobian path reduces too, plus the update."""
+    engine = results["gramian_engine"]
+    run, m = engine["runs"][key], engine["m"]
+    assert set(run["kinds"]) == {"weight-gradient"}
+    ops, reduced, colls = _engine_reduced(run)
+    assert ops == {"all-reduce"}, colls
+    assert all(group == DEVICES for _, _, group in colls)
+    rows = [tuple(sorted([m, *leaf])) for leaf in engine["param_shapes"]]
+    update = [tuple(sorted(leaf)) for leaf in engine["param_shapes"]]
+    assert reduced == sorted(rows + update + [(m,)])
+    assert not any(engine["batch"] in s for s in reduced)
+
+
+def test_gramian_engine_per_sample_blocks_reduce_only_m_by_m_partials(results):
+    """Per-sample blocks (``order="per-sample"``): each dense weight contributes an
+    ``m × m`` partial Gramian to the all-reduce, never its ``m × (weight)`` rows; the
+    cross-device terms come from an all-gather of the layer's input ``[B, c]`` and its
+    ``m`` output cotangents ``[m, B, f]``: ``B·c + m·B·f`` numbers against ``m·c·f`` for
+    the rows, so the smaller exchange for wide layers on small batches, where "auto"
+    (``dense_gram_flops``) picks this order too."""
+    engine = results["gramian_engine"]
+    run, m, batch = engine["runs"]["per-sample/float64"], engine["m"], engine["batch"]
+    shapes = [tuple(leaf) for leaf in engine["param_shapes"]]
+    dense = [s for s, kind in zip(shapes, run["kinds"]) if kind == "dense-per-sample"]
+    others = [s for s, kind in zip(shapes, run["kinds"]) if kind != "dense-per-sample"]
+    assert len(dense) == 3 and all(len(s) == 2 for s in dense)
+    ops, reduced, colls = _engine_reduced(run)
+    assert ops == {"all-reduce", "all-gather"}, colls
+    assert all(group == DEVICES for _, _, group in colls)
+    expected = (
+        [(m, m)] * len(dense)
+        + [tuple(sorted([m, *s])) for s in others]
+        + [tuple(sorted(s)) for s in shapes]
+        + [(m,)]
+    )
+    assert reduced == sorted(expected)
+    gathered = [s for op, ss, _ in colls if op == "all-gather" for s in ss]
+    assert len(gathered) == 2 * len(dense)  # one input, one set of cotangents per layer
+    widths = {d for s in dense for d in s}
+    for s in gathered:
+        free = sorted(s)
+        free.remove(batch)
+        assert free in ([1, free[1]], [m, free[1]]) and free[1] in widths, s
+
+
 def test_shard_batch_rejects_an_indivisible_batch(results):
     message = results["validation"]["indivisible_batch"]
     assert message is not None and "`batch`" in message and "'data'" in message

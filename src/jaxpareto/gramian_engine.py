@@ -55,6 +55,13 @@ activations of one batch, i.e. wide dense layers on moderate batches, many tasks
 per-example losses. For small convnets on large batches (activations ≫ parameters) the
 Jacobian path is leaner. Call it under ``jax.jit``: an eager call traces ``fun`` and
 compiles its backward pass every time.
+
+Data parallel (batch split over devices, parameters replicated, :mod:`jaxpareto.sharding`):
+the same jitted call gives the one-device result. Besides the losses and the update, the
+partitioner all-reduces each weight-gradient block's ``m`` per-task rows (as the
+Jacobian path does), and for a per-sample block all-gathers the layer's input and ``m``
+output cotangents, then all-reduces an ``m × m`` partial Gramian. ``m × m`` partials
+alone cannot do: ``C_ij = ⟨Σ_d g_i^(d), Σ_d g_j^(d)⟩`` needs the cross-device terms.
 """
 
 from __future__ import annotations
