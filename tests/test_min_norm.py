@@ -239,12 +239,14 @@ def test_permutation_and_scale_equivariance():
 
 
 def test_iteration_cap_reports_not_converged():
-    rng = np.random.default_rng(8)
-    g = np.eye(5) + 0.1 * rng.standard_normal((5, 5))  # the optimum has full support
+    rng = np.random.default_rng(0)
+    # Six gradients sharing a component: the optimum's support is three of them, which
+    # the active-set start needs four factorisations to find.
+    g = rng.standard_normal((6, 8)) + np.array([2.0] + [0] * 7)
     c = (g @ g.T)[None]
     full = solve_batch(c)
-    assert full.iterations[0] >= 5 and full.converged[0]
-    assert np.all(full.weights[0] > 0)
+    assert full.iterations[0] >= 4 and full.converged[0]
+    assert 0 < np.sum(full.weights[0] > 0) < 6
     capped = solve_batch(c, max_iter=2)
     assert capped.iterations[0] == 2 and not capped.converged[0]
     w = capped.weights[0]
@@ -621,7 +623,13 @@ def test_mgda_weighting_protocol_and_scan():
     final, ws = jax.jit(lambda s, cs: jax.lax.scan(step, s, cs))(state, jnp.asarray(grams))
     assert ws.dtype == jnp.float32 and final.weights.dtype == jnp.float32
     ref = solve_batch(grams)
-    np.testing.assert_allclose(np.asarray(ws), ref.weights, atol=1e-6)
+    # Five gradients in R³: the min-norm direction is unique, the weights need not be
+    # (the warm-started weighting may pick another minimiser), so compare directions:
+    # ‖Jᵀ(w − w_ref)‖² = (w − w_ref)ᵀ C (w − w_ref).
+    for c, w_step, w_ref in zip(grams, np.asarray(ws, float), ref.weights):
+        diff = w_step - w_ref
+        assert diff @ c @ diff <= 1e-10 * np.max(np.diag(c))
+        assert np.all(w_step >= 0) and abs(w_step.sum() - 1) < 1e-6
     assert bool(final.converged) and not bool(final.degenerate)
     np.testing.assert_allclose(float(final.objective), ref.objective[-1], rtol=1e-5)
 

@@ -19,6 +19,7 @@ from scipy.optimize import minimize
 
 from jaxpareto.weighting.qp import (
     INFEASIBLE,
+    MAX_ITER,
     NUMERICAL_ERROR,
     OPTIMAL,
     QPResult,
@@ -173,6 +174,43 @@ def test_matches_enumeration_oracle(problem):
         g = qs[i] @ np.asarray(res.x[i]) + cs[i] + float(res.dual_eq[i])
         np.testing.assert_allclose(g, np.asarray(res.dual_lower[i] - res.dual_upper[i]),
                                    atol=1e-8 * scale * xs)
+
+
+_BATCH_AS = jax.jit(jax.vmap(
+    lambda q, c, lo, hi, x0: solve_qp(q, c, lower=lo, upper=hi, method="active_set", start=x0)
+))
+
+
+@pytest.mark.parametrize("start", ["default", "perturbed_solution"])
+def test_active_set_method_matches_enumeration_or_says_it_did_not(start):
+    """``method="active_set"`` (no interior point): every problem it reports converged
+    is solved (the enumeration oracle's objective), the rest are flagged MAX_ITER, never
+    silently wrong; from a perturbed solution (a warm start) it converges everywhere."""
+    qs, cs, los, his = _instances("bounds", 1)
+    ref = batch_solve(qs, cs, los, his)
+    rng = np.random.default_rng(2)
+    if start == "default":
+        x0 = np.full((K, M), np.nan)  # non-finite entries: the default start
+    else:
+        x0 = np.asarray(ref.x) + 1e-3 * rng.standard_normal((K, M))
+    res = _BATCH_AS(*(jnp.asarray(np.stack(a)) for a in (qs, cs, los, his)), jnp.asarray(x0))
+    assert np.all(np.asarray(res.iterations) == 0)
+    conv = np.asarray(res.converged)
+    assert np.all(conv == (np.asarray(res.status) == OPTIMAL))
+    assert np.all(np.asarray(res.status)[~conv] == MAX_ITER)
+    assert np.all(np.asarray(res.kkt_residual)[~conv] > 1e-9)
+    for i in np.flatnonzero(conv):
+        obj, _, _ = enumerate_qp(qs[i], cs[i], los[i], his[i])
+        scale = max(np.abs(np.diag(qs[i])).max(), np.abs(cs[i]).max())
+        xs = max(1.0, np.abs(res.x[i]).max())
+        assert abs(float(res.objective[i]) - obj) <= 1e-9 * scale * xs**2, i
+    assert conv.mean() >= (0.9 if start == "default" else 1.0), conv.mean()
+    with pytest.raises(ValueError, match="`method`"):
+        solve_qp(jnp.eye(2), method="newton")
+    with pytest.raises(ValueError, match="`start`"):
+        solve_qp(jnp.eye(2), start=jnp.zeros(2))
+    with pytest.raises(ValueError, match="`start`"):
+        solve_qp(jnp.eye(2), method="active_set", start=jnp.zeros(3))
 
 
 def test_matches_quadprog_on_positive_definite_lower_bounds():

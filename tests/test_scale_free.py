@@ -290,6 +290,64 @@ def test_mgda_large_spread_against_quadprog(m, n, dtype):
         assert bool(res.converged)
 
 
+def shifted_low_rank_jacobian(rng, m, n, rank, spread=2.0):
+    """``m`` gradients sharing one direction plus components in a ``rank``-dimensional
+    subspace: rank-deficient (``rank + 1 < m``) with the origin outside their hull."""
+    basis = np.linalg.qr(rng.standard_normal((n, rank + 1)))[0]
+    coef = np.column_stack([np.full(m, 2.0), rng.standard_normal((m, rank))])
+    g = coef @ basis.T
+    return g * (10.0 ** rng.uniform(-spread, spread, m))[:, None]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, rank", [(128, 1000, None), (128, 300, 40), (256, 600, None)])
+def test_mgda_many_tasks_against_quadprog_cold_and_warm(m, n, rank, dtype):
+    """m = 128 and 256, norms spanning 1e8 (1e4 for the rank-deficient family), cold
+    and warm-started from the previous weights of a perturbed Gramian: the same
+    direction as quadprog's primal solve, KKT on every task's own scale."""
+    rng = np.random.default_rng(m + n)
+    if rank is None:
+        jac = scaled_jacobian(rng, m, n)
+    else:
+        jac = shifted_low_rank_jacobian(rng, m, n, rank)
+    fn = _jit(lambda c, init: W.min_norm_weights(c, init=init))
+    beta_q = quadprog_min_norm(jac)
+    d_q = jac.T @ beta_q
+    prev = jac * (1 + 0.05 * rng.standard_normal((m, 1)))  # last step's gradients
+    warm = fn(gram_of(prev, dtype), None).weights
+    for init in (None, warm):
+        res = fn(gram_of(jac, dtype), init)
+        beta = np.asarray(res.weights, np.float64)
+        d = jac.T @ beta
+        # float32: the Gramian itself is rounded (relative ~ε per entry), which the
+        # direction inherits through cond(K); the KKT check below is the sharp one.
+        tol = 1e-7 if dtype == np.float64 else 1e-2
+        assert np.linalg.norm(d - d_q) <= tol * np.linalg.norm(d_q)
+        _check_min_norm_kkt(jac, beta, 1e-9 if dtype == np.float64 else 2e-4)
+        assert bool(res.converged), res
+
+
+def test_mgda_warm_start_needs_fewer_factorisations_and_ignores_bad_init():
+    """A warm start from the solution's own support ends in one factorisation; a NaN or
+    all-zero ``init`` is the cold start (same weights)."""
+    rng = np.random.default_rng(5)
+    jac = shifted_low_rank_jacobian(rng, 40, 100, 12)
+    c = gram_of(jac, np.float64)
+    fn = _jit(lambda c, init: W.min_norm_weights(c, init=init))
+    cold = fn(c, None)
+    warm = fn(c, cold.weights)
+    assert bool(cold.converged) and bool(warm.converged)
+    assert int(warm.iterations) == 1 < int(cold.iterations)
+    np.testing.assert_allclose(np.asarray(warm.weights), np.asarray(cold.weights), atol=1e-12)
+    for bad in (jnp.full(40, jnp.nan), jnp.zeros(40)):
+        res = fn(c, bad)
+        np.testing.assert_allclose(np.asarray(res.weights), np.asarray(cold.weights),
+                                   atol=1e-12)
+        assert int(res.iterations) == int(cold.iterations)
+    with pytest.raises(ValueError, match="`init`"):
+        W.min_norm_weights(c, init=jnp.ones(3))
+
+
 def test_mgda_converged_is_honest():
     """``converged`` ⇔ the reported scale-free residual is within the documented
     tolerance, and the reported residual is the one recomputed here."""
@@ -359,6 +417,26 @@ def test_projections_random_spread_against_quadprog(name, m, n, dtype):
         assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 10
         tol = 1e-6 if dtype == np.float64 else 1e-2
         assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, rank", [(128, 300, None), (128, 300, 40)])
+def test_upgrad_many_tasks_against_quadprog(m, n, rank, dtype):
+    """m = 128 (norms spanning 1e8, or a rank-deficient family where the active-set
+    method may hand over to the interior point): UPGrad's direction equals the sum of
+    the m primal projections by quadprog, and conflicts with no task."""
+    rng = np.random.default_rng(7 * m + n)
+    if rank is None:
+        jac = scaled_jacobian(rng, m, n)
+    else:
+        jac = shifted_low_rank_jacobian(rng, m, n, rank)
+    d_star = sum(quadprog_project_dual_cone(jac, jac[i] / m) for i in range(m))
+    res = _jit(W.upgrad_weights)(gram_of(jac, dtype))
+    assert bool(res.converged)
+    d = jac.T @ np.asarray(res.weights, np.float64)
+    assert np.min(cosines(jac, d)) >= -COS_TOL[dtype] * 10
+    tol = 1e-6 if dtype == np.float64 else 1e-2
+    assert np.linalg.norm(d - d_star) <= tol * np.linalg.norm(d_star)
 
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj"])

@@ -34,13 +34,13 @@ import jax.numpy as jnp
 
 from jaxpareto.status import Status
 from jaxpareto.weighting.base import Weighting, full_precision, weighting_factory
-from jaxpareto.weighting.qp import solve_qp
 from jaxpareto.weighting.upgrad import (
     UPGradState,
     _check_reg,
     jacobi_scale,
     make_weighting,
     prepare,
+    solve_rows,
     status_of,
     validate,
 )
@@ -61,7 +61,9 @@ class DualProjResult(NamedTuple):
         ``NUMERICAL_ERROR`` (the rules of :mod:`jaxpareto.weighting.upgrad`).
       converged: bool ``[]`` ``status == SUCCESSFUL``: the QP reached the KKT tolerance
         on usable input.
-      iterations: int32 ``[]`` interior-point iterations.
+      iterations: int32 ``[]`` factorisations: active-set steps, plus the interior
+        point's iterations and polishing where it ran
+        (:func:`~jaxpareto.weighting.upgrad.solve_rows`).
       kkt_residual: ``[]`` scale-free KKT residual.
       degenerate: bool ``[]`` a guard fired: ``status`` is ``NONFINITE_INPUT`` or
         ``DEGENERATE`` (weights ``= p``, or the preference replaced by ``1/m``), or the
@@ -111,14 +113,16 @@ def _dualproj(gram, preference, reg_eps, max_iter, tol) -> DualProjResult:
     # z ≥ N p, with the bound normalised to max 1 (the problem is homogeneous in it).
     bound = n * p
     top = jnp.max(bound)
-    res = solve_qp(k, None, lower=bound / top, max_iter=max_iter, tol=tol)
+    res = jax.tree_util.tree_map(
+        lambda a: a[0], solve_rows(k, (bound / top)[None], usable, max_iter, tol)
+    )
     w = jnp.where(usable, res.x * top / n, p)
     status, degenerate = status_of(prep, res.status, res.degenerate)
     return DualProjResult(
         weights=w.astype(prep.out_dtype),
         status=status,
         converged=status == Status.SUCCESSFUL,
-        iterations=res.iterations,
+        iterations=res.iterations + res.polish_iterations,
         kkt_residual=jnp.where(usable, res.kkt_residual, 0).astype(prep.out_dtype),
         degenerate=degenerate,
     )

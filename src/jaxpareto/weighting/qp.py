@@ -439,8 +439,8 @@ def _fallback_point(lo, hi, hl, hu, b, has_eq):
     return jnp.where(jnp.isfinite(x), x, 0)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
-def _core(q, c, lo, hi, b, has_eq, max_iter, tol, polish_iter):
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9))
+def _core(q, c, lo, hi, b, has_eq, max_iter, tol, polish_iter, method, start):
     """Solve on working-dtype arrays.
 
     Returns ``(x, y_scaled, scale, it, pit, status, kkt, degenerate)``. Jitted so that
@@ -482,10 +482,18 @@ def _core(q, c, lo, hi, b, has_eq, max_iter, tol, polish_iter):
     b_s = jnp.where(bounds_ok, b, 1) if has_eq else b
     hl_s, hu_s = lo_s > -jnp.inf, hi_s < jnp.inf
 
-    x_ipm, y_ipm, it = _interior_point(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, max_iter, tol)
-    x, y, kkt, pit = _polish(
-        qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, x_ipm, y_ipm, polish_iter, tol
-    )
+    if method == "interior_point":
+        x0, y0, it = _interior_point(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, max_iter, tol)
+    else:
+        # The active-set method alone: its steps from the start (default: 0 pushed into
+        # the bounds), no interior point. Each step fixes every entry whose multiplier
+        # says so at its bound and solves the rest exactly.
+        x0 = _fallback_point(lo_s, hi_s, hl_s, hu_s, b_s, has_eq)
+        if start is not None:
+            x0 = jnp.where(jnp.isfinite(start), start, x0)
+        y0, it = jnp.zeros((), dtype), jnp.zeros((), jnp.int32)
+        polish_iter = max_iter
+    x, y, kkt, pit = _polish(qs, cs, lo_s, hi_s, hl_s, hu_s, b_s, has_eq, x0, y0, polish_iter, tol)
 
     x_fb = _fallback_point(lo, hi, hl, hu, b, has_eq)
     x = jnp.where(usable, x, x_fb)
@@ -531,6 +539,8 @@ def solve_qp(
     max_iter: int | None = None,
     tol: float | None = None,
     polish_iter: int | None = None,
+    method: str = "interior_point",
+    start: jax.Array | None = None,
 ) -> QPResult:
     """Minimise ``½ xᵀQx + cᵀx`` s.t. ``lower ≤ x ≤ upper`` (and ``1ᵀx = total``).
 
@@ -547,6 +557,17 @@ def solve_qp(
       tol: KKT residual for ``converged`` and to stop polishing (static; default
         ``0.1 √ε``: 1.5e-9 in float64, 3.5e-5 in float32).
       polish_iter: cap on active-set polishing steps (static, default 6).
+      method: ``"interior_point"`` (default: the two stages of the module docstring)
+        or ``"active_set"``: the second stage alone, from ``start`` (default ``0``
+        clipped into the bounds), for at most ``max_iter`` steps (default 60). It
+        needs a handful of factorisations where the interior point needs 10–30, but it
+        can cycle on hard problems: check ``converged`` and fall back to
+        ``"interior_point"`` (UPGrad and DualProj do). ``iterations`` is then 0 and
+        ``polish_iterations`` counts its steps.
+      start: ``[m]`` the active-set method's first point (a warm start, e.g. the
+        previous solution; non-finite entries are replaced by the default). Its
+        gradient picks the first active set: ``x_i`` at a bound stays there while its
+        multiplier has the bound's sign.
 
     Returns:
       :class:`QPResult`; floating fields follow the dtype of ``quad``/``linear`` (bounds
@@ -566,6 +587,8 @@ def solve_qp(
         direction = jp.combine(jac, res.x)
     """
     _check_options(max_iter, tol, polish_iter)
+    if method not in ("interior_point", "active_set"):
+        raise ValueError(f"`method` must be 'interior_point' or 'active_set', got {method!r}.")
     quad, linear, lower, upper, total = _validate(quad, linear, lower, upper, total)
     m = quad.shape[0]
     out_dtype = jnp.result_type(quad, linear)
@@ -576,8 +599,15 @@ def solve_qp(
     b = total.astype(dtype) if has_eq else jnp.zeros((), dtype)
 
     sg = jax.lax.stop_gradient
+    if start is not None:
+        if method != "active_set":
+            raise ValueError("`start` is used only by method='active_set'.")
+        start = check_float(start, "start")
+        if start.shape != (m,):
+            raise ValueError(f"`start` must have shape ({m},), got {start.shape}.")
+        start = sg(start.astype(dtype))
     x, y, s, it, pit, status, kkt, degenerate = _core(
-        sg(q), sg(c), sg(lo), sg(hi), sg(b), has_eq, max_iter, tol, polish_iter
+        sg(q), sg(c), sg(lo), sg(hi), sg(b), has_eq, max_iter, tol, polish_iter, method, start
     )
 
     # Duals from the final gradient (scaled back to the problem's units).
