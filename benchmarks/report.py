@@ -23,7 +23,7 @@ from benchmarks.timing import RESULTS, fmt_ratio, fmt_time
 
 README = pathlib.Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-SPECIAL = ("epo_lp", "min_norm", "train_step", "scaling", "run_all")
+SPECIAL = ("epo_lp", "min_norm", "train_step", "scaling", "solver_scaling", "run_all")
 
 
 def _table(header, rows) -> str:
@@ -84,6 +84,29 @@ def min_norm_section(d) -> str:
                     + [_num(r["kkt_max"].get(c)) for c in cols])
     return ("### Min-norm (MGDA) solve, per call\n\n" + _machine_line(d) + "\n\n"
             + _table(head, rows) + "\n\nKKT: worst scale-free KKT residual over the instances.")
+
+
+def solver_scaling_section(d) -> str:
+    rows = d["rows"]
+    names = [n for n in rows[0]["time_s"]]
+    head = ["m", "dtype"] + names + ["min_norm warm"]
+    body = []
+    for r in rows:
+        warm = r["warm_time_s"].get("min_norm")
+        body.append([r["m"], r["dtype"]]
+                    + [f"{fmt_time(r['time_s'][n])} / {_num(r['residual'][n])}" for n in names]
+                    + [fmt_time(warm) if isinstance(warm, float) else "n/a"])
+    over = [[f"m={o['m']} {o['dtype']}"] + [fmt_ratio(o["ratio"][n]) for n in o["ratio"]]
+            for o in d.get("overhead", [])]
+    text = ("### Weight solvers, m = 2 … 256 (per call, jitted)\n\n" + _machine_line(d) + "\n\n"
+            + "Cell: median time / worst residual over the instances (scale-free KKT for MGDA, "
+            "worst conflict cosine for UPGrad/DualProj/EPO; `nan`: none defined). Gramians "
+            "with per-task norms spanning 1e8.\n\n" + _table(head, body))
+    if over:
+        keys = list(d["overhead"][0]["ratio"])
+        text += ("\n\nTime ÷ an empty jitted call with the same argument:\n\n"
+                 + _table(["case"] + keys, over))
+    return text
 
 
 def train_section(d) -> str:
@@ -166,6 +189,21 @@ def targets(data) -> str:
                                  f"{fmt_ratio(v)} — {verdict(v >= goal)}")
                 else:
                     lines.append(f"- EPO LP at m=10 vs {label}: peer not installed")
+    solvers = data.get("solver_scaling")
+    if solvers:
+        for r in solvers["rows"]:
+            if r["m"] != 128:
+                continue
+            t = r["time_s"]
+            for mine, peer_key in (("min_norm", "torchjd_mgda"), ("upgrad", "torchjd_upgrad")):
+                if isinstance(t.get(peer_key), float):
+                    v = t[peer_key] / t[mine]
+                    lines.append(f"- {mine} at m=128 {r['dtype']} ≥ 2× faster than TorchJD "
+                                 f"({peer_key}): {fmt_ratio(v)} — {verdict(v >= 2)}")
+        for o in solvers.get("overhead", []):
+            worst = max(o["ratio"].items(), key=lambda kv: kv[1])
+            lines.append(f"- solvers at m={o['m']} {o['dtype']} ≤ 3× an empty jitted call: "
+                         f"worst {worst[0]} {fmt_ratio(worst[1])} — {verdict(worst[1] <= 3)}")
     train = data.get("train_step")
     if train:
         for r in train["rows"]:
@@ -258,14 +296,14 @@ def build(results_dir: pathlib.Path, include_quick: bool = False) -> str:
             continue
     parts = []
     makers = {"epo_lp": epo_section, "min_norm": min_norm_section, "train_step": train_section,
-              "scaling": scaling_section}
+              "scaling": scaling_section, "solver_scaling": solver_scaling_section}
     for name, maker in makers.items():
         if name in data:
             try:
                 parts.append(maker(data[name]))
             except (KeyError, TypeError, ValueError) as err:  # an older format: show it generically
                 parts.append(generic_section(name, data[name]) + f"\n\n(format: {err!r})")
-    if any(k in data for k in ("epo_lp", "train_step")):
+    if any(k in data for k in ("epo_lp", "train_step", "solver_scaling")):
         parts.insert(0, targets(data))
     for name, d in data.items():
         if name in SPECIAL:

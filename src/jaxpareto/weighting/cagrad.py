@@ -117,11 +117,12 @@ def _check_options(c, rescale, norm_eps):
     return float(c), int(rescale), float(norm_eps)
 
 
-def _projection_weights(c: jax.Array, kappa: jax.Array) -> jax.Array:
-    """Weights of ``Proj_P(−κ g_0)``: min-norm point of ``{g_i + κ g_0}``."""
+def _projection_weights(c: jax.Array, kappa: jax.Array, init: jax.Array) -> jax.Array:
+    """Weights of ``Proj_P(−κ g_0)``: min-norm point of ``{g_i + κ g_0}``, warm-started
+    from ``init`` (the previous κ's weights: neighbouring κ share their support)."""
     m = c.shape[0]
     shift = jnp.eye(m, dtype=c.dtype) + (kappa / m) * jnp.ones((m, m), c.dtype)
-    return min_norm_weights(shift @ c @ shift).weights
+    return min_norm_weights(shift @ c @ shift, init=init).weights
 
 
 @full_precision
@@ -189,20 +190,17 @@ def _cagrad(gram, options) -> CagradResult:
     active = usable & (rho > jnp.sqrt(tiny))
     safe_rho = jnp.where(active, rho, 1)
 
-    def psi_positive(kappa):
-        w = _projection_weights(cs, kappa)
-        return jnp.sqrt(jnp.maximum(w @ cs @ w, 0)) > safe_rho * kappa
-
-    def halve(_, bounds):
-        lo, hi = bounds
+    def halve(_, carry):
+        lo, hi, prev = carry
         mid = 0.5 * (lo + hi)
-        pos = psi_positive(mid)
-        return jnp.where(pos, mid, lo), jnp.where(pos, hi, mid)
+        w = _projection_weights(cs, mid, prev)
+        pos = jnp.sqrt(jnp.maximum(w @ cs @ w, 0)) > safe_rho * mid
+        return jnp.where(pos, mid, lo), jnp.where(pos, hi, mid), w
 
     # max_i ‖g_i‖ = 1 here, so ψ(1/ρ) ≤ 0. Enough halvings to reach the dtype's precision.
     steps = int(math.ceil(-math.log2(float(jnp.finfo(dtype).eps)))) + 2
-    _, hi = jax.lax.fori_loop(0, steps, halve, (jnp.zeros((), dtype), 1 / safe_rho))
-    w = jnp.where(active, _projection_weights(cs, hi), mean)
+    _, hi, last = jax.lax.fori_loop(0, steps, halve, (jnp.zeros((), dtype), 1 / safe_rho, mean))
+    w = jnp.where(active, _projection_weights(cs, hi, last), mean)
     gw_norm = jnp.sqrt(jnp.maximum(w @ cs @ w, 0))
     # Scale-free stationarity: g_w is a cancellation at the level norm_eps of the
     # gradients it combines (‖g_w‖ ≤ Σ w_i ‖g_i‖ always), not merely short next to the

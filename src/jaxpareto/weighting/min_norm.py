@@ -315,112 +315,103 @@ def _affine_min(gram: jax.Array, support: jax.Array) -> jax.Array:
     return beta / jnp.sum(beta)
 
 
-class _ActiveSetCarry(NamedTuple):
-    x: jax.Array  # [m] current feasible point, zero off the support
-    support: jax.Array  # [m] bool
-    last_major: jax.Array  # [m] bool: support of the last accepted affine minimiser
-    it: jax.Array  # int32
-    optimal: jax.Array  # bool: the optimality test passed
-    stalled: jax.Array  # bool: stopped at a rounding-level cycle
-
-
 # Steps of the active-set start before Wolfe's method takes over (it needs a handful;
 # more only when it cycles, where Wolfe's finite method is the better use of the time).
 _PDAS_MAX_ITER = 12
+_PDAS, _WOLFE, _RESTARTED = 0, 1, 2  # phases of _active_set
 
 
-class _PdasCarry(NamedTuple):
-    free: jax.Array  # [m] bool: the current free set F
-    y: jax.Array  # [m] the affine minimiser on F (any sign)
+class _ActiveSetCarry(NamedTuple):
+    x: jax.Array  # [m] current feasible point, zero off the support
+    support: jax.Array  # [m] bool: Wolfe's support, or the active-set phase's free set
+    last_major: jax.Array  # [m] bool: support of the last accepted affine minimiser
     it: jax.Array  # int32
-    done: jax.Array  # bool: F reproduced itself with y ≥ 0 on F and no violation off F
+    phase: jax.Array  # int32: _PDAS, _WOLFE or _RESTARTED
+    done: jax.Array  # bool: a phase ended at a point that passed the KKT test
 
 
-def _pdas(gram: jax.Array, free0: jax.Array, max_iter: int, tol: float):
-    """Primal-dual active-set (semismooth Newton) start for :func:`_active_set`.
+def _active_set(gram: jax.Array, max_iter: int, tol: float, free0: jax.Array):
+    """Min-norm point of a Gramian scaled to ``max diag = 1``; one ``while_loop``.
 
-    Hintermüller, Ito & Kunisch (2003) on ``min_{β∈Δ} βᵀCβ``: with the multipliers
-    ``μ = Cβ − (βᵀCβ) 1`` of ``β ≥ 0``, each step solves the affine problem on the free
-    set ``F`` (:func:`_affine_min`) and sets
-    ``F ← {i ∈ F : β_i > 0} ∪ {i ∉ F : μ_i < 0}`` (``μ_i`` on task ``i``'s own scale,
-    the activity rule of :func:`_active_set`). It changes many indices per step, so from
-    ``F = {1 … m}`` (or the previous solution's support) it typically ends in a few
-    factorisations where Wolfe's method needs one per support index. It is not
-    guaranteed to terminate for every positive semi-definite ``C``, so it is capped
-    (``max_iter``) and only gives Wolfe's method its start: the positive part of the
-    last ``y`` (a feasible point) and whether it already passed the optimality test.
+    Returns ``(weights, iterations, capped)``. Every step solves one affine problem
+    (:func:`_affine_min`) on the current index set; three phases use it:
+
+    1. Primal-dual active set (Hintermüller, Ito & Kunisch 2003), from ``free0``: with
+       the multipliers ``μ = Cβ − (βᵀCβ) 1`` of ``β ≥ 0``, the free set becomes
+       ``{i ∈ F : β_i > 0} ∪ {i ∉ F : μ_i < 0}`` (``μ_i`` on task ``i``'s own scale),
+       many indices at once; it ends when ``F`` reproduces itself (the optimum), or
+       after ``_PDAS_MAX_ITER`` steps (it can cycle on singular problems) with the
+       positive part of its last point handed to phase 2.
+    2. Wolfe's minimum-norm-point method (finite; see :func:`_wolfe_step`).
+    3. If a phase ends at a point that fails the KKT test (:func:`kkt_residual` above
+       :func:`kkt_tolerance`: seen when rounding leaves noise-level weights on a
+       singular support, e.g. next to a zero gradient), Wolfe's method once more from
+       its own start, the shortest gradient.
+
+    ``max_iter`` caps the steps of all phases together (``capped``: it ran out).
     """
     m = gram.shape[0]
     dtype = gram.dtype
     tiny = jnp.finfo(dtype).tiny
+    kkt_tol = kkt_tolerance(dtype, tol)
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
+    vertex = jax.nn.one_hot(jnp.argmin(jnp.diagonal(gram)), m, dtype=dtype)
     free0 = jnp.where(jnp.any(free0), free0, True)
+    no = jnp.zeros((m,), bool)
 
     def cond(c):
         return ~c.done & (c.it < max_iter)
 
     def body(c):
-        y = _affine_min(gram, c.free)
-        y_pos = jnp.where(c.free, jnp.maximum(y, 0), 0)
+        y = _affine_min(gram, c.support)
+        # Phase 1: the next free set, and the positive part of y as a feasible point.
+        y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
+        total = jnp.sum(y_pos)
+        ok = jnp.all(jnp.isfinite(y_pos)) & (total > 0)
+        x_pdas = jnp.where(ok, y_pos / jnp.where(ok, total, 1), vertex)
         g = gram @ y
-        v = y @ g
         nbar = jnp.abs(y) @ norms
-        score = (v - g) / jnp.maximum(nbar * (norms + nbar), tiny)
-        free = (c.free & (y_pos > 0)) | (~c.free & (score > tol))
-        done = jnp.all(free == c.free)
-        return _PdasCarry(free, y, c.it + 1, done)
+        score = (y @ g - g) / jnp.maximum(nbar * (norms + nbar), tiny)
+        free = (c.support & (y_pos > 0)) | (~c.support & (score > tol))
+        settled = jnp.all(free == c.support) & ok
+        to_wolfe = c.it + 1 >= _PDAS_MAX_ITER
+        # Phase 2 / 3: one step of Wolfe's method.
+        w = _wolfe_step(gram, y, c, tol)
 
-    carry0 = _PdasCarry(free0, jnp.zeros((m,), dtype), jnp.zeros((), jnp.int32), False)
+        pdas = c.phase == _PDAS
+        x = jnp.where(pdas, x_pdas, w.x)
+        support = jnp.where(pdas, jnp.where(settled | to_wolfe, x_pdas > 0, free), w.support)
+        phase = jnp.where(pdas & to_wolfe & ~settled, _WOLFE, c.phase)
+        ended = jnp.where(pdas, settled, w.done)
+        passed = kkt_residual(gram, x) <= kkt_tol
+        restart = ended & ~passed & (c.phase != _RESTARTED)
+        return _ActiveSetCarry(
+            x=jnp.where(restart, vertex, x),
+            support=jnp.where(restart, vertex > 0, support),
+            last_major=jnp.where(restart | pdas, no, w.last_major),
+            it=c.it + 1,
+            phase=jnp.where(restart, _RESTARTED, phase).astype(jnp.int32),
+            done=ended & ~restart,
+        )
+
+    carry0 = _ActiveSetCarry(
+        x=vertex, support=free0, last_major=no, it=jnp.zeros((), jnp.int32),
+        phase=jnp.asarray(_PDAS, jnp.int32), done=jnp.asarray(False),
+    )
     out = jax.lax.while_loop(cond, body, carry0)
-    x = jnp.where(out.free, jnp.maximum(out.y, 0), 0)
-    total = jnp.sum(x)
-    ok = jnp.all(jnp.isfinite(x)) & (total > 0)
-    x = jnp.where(ok, x / jnp.where(ok, total, 1), 0)
-    return x, out.it, out.done & ok
+    return out.x, out.it, ~out.done & (out.it >= max_iter)
 
 
-def _active_set(gram: jax.Array, max_iter: int, tol: float, free0: jax.Array | None = None):
-    """Wolfe's method on a Gramian scaled to ``max diag = 1``, started by :func:`_pdas`.
+def _wolfe_step(gram, y, c: _ActiveSetCarry, tol) -> _ActiveSetCarry:
+    """One step of Wolfe's minimum-norm-point method, ``y`` the affine minimiser on
+    ``c.support`` (``done``: the optimality test passed, or rounding is cycling).
 
-    ``free0``: the active-set phase's first free set (``None``: Wolfe's method alone,
-    from the shortest gradient). Returns ``(weights, iterations, capped)``, ``capped``
-    when the last loop ran into ``max_iter``. If the point reached from the active-set
-    start fails the KKT test (:func:`kkt_residual` above :func:`kkt_tolerance`; seen
-    when rounding leaves noise-level weights on a singular support, e.g. next to a zero
-    gradient) before the cap, Wolfe's method is run again from the shortest gradient,
-    its own start, with a budget of its own; the iterations of both count.
-    """
-    m = gram.shape[0]
-    dtype = gram.dtype
-    vertex = jax.nn.one_hot(jnp.argmin(jnp.diagonal(gram)), m, dtype=dtype)
-    zero, false = jnp.zeros((), jnp.int32), jnp.asarray(False)
-    if free0 is None:
-        x, it, _ = _wolfe(gram, max_iter, tol, vertex, zero, false)
-        return x, it, it >= max_iter
-    x0, it0, optimal0 = _pdas(gram, free0, min(max_iter, _PDAS_MAX_ITER), tol)
-    # A failed start (non-finite solve) falls back to the shortest gradient.
-    x0 = jnp.where(jnp.sum(x0) > 0, x0, vertex)
-    x, it, _ = _wolfe(gram, max_iter, tol, x0, it0, optimal0)
-    # A run stopped by the cap keeps its honest MAX_ITER; only a finished one restarts.
-    ok = (kkt_residual(gram, x) <= kkt_tolerance(dtype, tol)) | (it >= max_iter)
-
-    def restart(_):
-        x2, it2, _ = _wolfe(gram, max_iter, tol, vertex, zero, false)
-        return x2, it + it2, it2 >= max_iter
-
-    return jax.lax.cond(ok, lambda _: (x, it, it >= max_iter), restart, None)
-
-
-def _wolfe(gram, max_iter, tol, x0, it0, optimal0):
-    """Wolfe's minimum-norm-point iteration from the feasible point ``x0``.
-
-    Returns ``(weights, iterations, optimal)``. An index enters the support when
-    its scale-free violation ``(v − g_i) / (n̄ (n_i + n̄))`` exceeds ``tol``. In exact arithmetic the
-    objective strictly decreases from one accepted affine minimiser (major cycle) to the
-    next, so two major cycles on the same support mean that rounding is cycling (an
-    index whose violation is at noise level is added, then dropped with a zero step):
-    the loop stops there (``stalled``). ``optimal0`` skips the loop (the start already
-    passed the optimality test).
+    An index enters the support when its scale-free violation
+    ``(v − g_i) / (n̄ (n_i + n̄))`` exceeds ``tol``. In exact arithmetic the objective
+    strictly decreases from one accepted affine minimiser (major cycle) to the next, so
+    two major cycles on the same support mean that rounding is cycling (an index whose
+    violation is at noise level is added, then dropped with a zero step): the method
+    stops there.
     """
     m = gram.shape[0]
     dtype = gram.dtype
@@ -430,58 +421,46 @@ def _wolfe(gram, max_iter, tol, x0, it0, optimal0):
     tiny = jnp.finfo(dtype).tiny
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
     idx = jnp.arange(m)
-    carry0 = _ActiveSetCarry(x0, x0 > 0, jnp.zeros((m,), bool), it0, optimal0, jnp.asarray(False))
+    # A negative weight is noise when both the weight and its share of the
+    # direction, y_i n_i / Σ|y_j| n_j, are at rounding level.
+    ybar = jnp.maximum(jnp.abs(y) @ norms, tiny)
+    rel = y * jnp.maximum(1, norms / ybar)
+    in_simplex = jnp.all(jnp.where(c.support, rel, 0) >= -z_neg)
 
-    def cond(c):
-        return ~c.optimal & ~c.stalled & (c.it < max_iter)
+    # Major cycle: accept y, drop its zero weights, add the most violated index.
+    y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
+    y_pos = y_pos / jnp.sum(y_pos)
+    sup_y = c.support & (y_pos > 0)
+    g = gram @ y_pos
+    v = y_pos @ g
+    # Scale-free activity rule: task i's violation on its own scale (see
+    # _task_scales), so that tiny gradients are not lost against the largest one.
+    nbar = y_pos @ norms
+    score = (v - g) / jnp.maximum(nbar * (norms + nbar), tiny)
+    j = jnp.argmax(score)
+    violated = score[j] > tol
+    repeat = jnp.all(sup_y == c.last_major)
+    # A violated index already in the support also means the solve lost accuracy.
+    stuck = violated & (repeat | sup_y[j])
+    add = violated & ~stuck
+    sup_major = sup_y | (add & (idx == j))
 
-    def body(c):
-        y = _affine_min(gram, c.support)
-        # A negative weight is noise when both the weight and its share of the
-        # direction, y_i n_i / Σ|y_j| n_j, are at rounding level.
-        ybar = jnp.maximum(jnp.abs(y) @ norms, tiny)
-        rel = y * jnp.maximum(1, norms / ybar)
-        in_simplex = jnp.all(jnp.where(c.support, rel, 0) >= -z_neg)
+    # Minor cycle: step from x towards y until the first weight reaches zero.
+    neg = c.support & (y < 0)
+    ratio = jnp.where(neg, c.x / jnp.where(neg, c.x - y, 1), jnp.inf)
+    k = jnp.argmin(ratio)
+    theta = ratio[k]
+    x_minor = c.x + theta * (y - c.x)
+    x_minor = jnp.where(c.support & (idx != k), jnp.maximum(x_minor, 0), 0)
+    x_minor = x_minor / jnp.sum(x_minor)
+    sup_minor = c.support & (x_minor > 0)
 
-        # Major cycle: accept y, drop its zero weights, add the most violated index.
-        y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
-        y_pos = y_pos / jnp.sum(y_pos)
-        sup_y = c.support & (y_pos > 0)
-        g = gram @ y_pos
-        v = y_pos @ g
-        # Scale-free activity rule: task i's violation on its own scale (see
-        # _task_scales), so that tiny gradients are not lost against the largest one.
-        nbar = y_pos @ norms
-        score = (v - g) / jnp.maximum(nbar * (norms + nbar), tiny)
-        j = jnp.argmax(score)
-        violated = score[j] > tol
-        repeat = jnp.all(sup_y == c.last_major)
-        # A violated index already in the support also means the solve lost accuracy.
-        stuck = violated & (repeat | sup_y[j])
-        add = violated & ~stuck
-        sup_major = sup_y | (add & (idx == j))
-
-        # Minor cycle: step from x towards y until the first weight reaches zero.
-        neg = c.support & (y < 0)
-        ratio = jnp.where(neg, c.x / jnp.where(neg, c.x - y, 1), jnp.inf)
-        k = jnp.argmin(ratio)
-        theta = ratio[k]
-        x_minor = c.x + theta * (y - c.x)
-        x_minor = jnp.where(c.support & (idx != k), jnp.maximum(x_minor, 0), 0)
-        x_minor = x_minor / jnp.sum(x_minor)
-        sup_minor = c.support & (x_minor > 0)
-
-        return _ActiveSetCarry(
-            x=jnp.where(in_simplex, y_pos, x_minor),
-            support=jnp.where(in_simplex, sup_major, sup_minor),
-            last_major=jnp.where(in_simplex, sup_y, c.last_major),
-            it=c.it + 1,
-            optimal=in_simplex & ~violated,
-            stalled=in_simplex & stuck,
-        )
-
-    out = jax.lax.while_loop(cond, body, carry0)
-    return out.x, out.it, out.optimal
+    return c._replace(
+        x=jnp.where(in_simplex, y_pos, x_minor),
+        support=jnp.where(in_simplex, sup_major, sup_minor),
+        last_major=jnp.where(in_simplex, sup_y, c.last_major),
+        done=in_simplex & (~violated | stuck),
+    )
 
 
 # --------------------------------------------------------------- MGDA-UB reference solvers
