@@ -395,8 +395,12 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float, free0: jax.Array):
         )
 
     carry0 = _ActiveSetCarry(
-        x=vertex, support=free0, last_major=no, it=jnp.zeros((), jnp.int32),
-        phase=jnp.asarray(_PDAS, jnp.int32), done=jnp.asarray(False),
+        x=vertex,
+        support=free0,
+        last_major=no,
+        it=jnp.zeros((), jnp.int32),
+        phase=jnp.asarray(_PDAS, jnp.int32),
+        done=jnp.asarray(False),
     )
     out = jax.lax.while_loop(cond, body, carry0)
     return out.x, out.it, ~out.done & (out.it >= max_iter)
