@@ -52,4 +52,4 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .pytest_cache build src/*.egg-info docs/_build docs/api/generated docs/api/modules
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info docs/_build docs/api/generated docs/api/modules docs/api/methods

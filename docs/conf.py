@@ -55,6 +55,7 @@ templates_path = ["_templates"]
 
 # --- API pages ----------------------------------------------------------------------
 apigen.write_module_pages(DOCS / "api" / "modules")
+METHOD_MODULES = apigen.write_method_pages(DOCS / "api" / "methods")
 # A class exported by jaxpareto and by a submodule is documented once, under the
 # submodule; the top-level page names it (autodoc would describe it twice otherwise).
 autosummary_context = {"jp_aliases": apigen.class_aliases()}
@@ -105,7 +106,18 @@ html_static_path: list[str] = []
 html_show_sourcelink = False
 
 
+def _link_method_notes(app, what, name, obj, options, lines):
+    """A function or class whose docstring says "see the module docstring" gets a link
+    to that module's page under Method notes (the text users would otherwise not see)."""
+    mod = getattr(obj, "__module__", None)
+    if what == "module" or mod not in METHOD_MODULES:
+        return
+    if any("module docstring" in line for line in lines):
+        lines += ["", f"Method notes (the module docstring): :doc:`{mod} </api/methods/{mod}>`."]
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("autodoc-process-docstring", _link_method_notes, priority=600)
     # before napoleon (priority 500) turns the Google sections into reST
     app.connect("autodoc-process-docstring", docfix.process_docstring, priority=400)

@@ -86,6 +86,51 @@ def module_page(modname: str) -> str:
     return "\n".join(lines)
 
 
+def method_modules() -> list[str]:
+    """The implementation modules of ``jaxpareto.weighting`` with a docstring: each
+    method's mathematics, paper, status rules and derivative live there, and the
+    functions' docstrings point to it ("see the module docstring")."""
+    import pkgutil
+
+    import jaxpareto.weighting as wt
+
+    out = []
+    for info in pkgutil.iter_modules(wt.__path__):
+        if info.name.startswith("_"):
+            continue
+        name = f"{wt.__name__}.{info.name}"
+        if (importlib.import_module(name).__doc__ or "").strip():
+            out.append(name)
+    return out
+
+
+def method_page(modname: str) -> str:
+    """A page with the module docstring alone (its names are documented elsewhere)."""
+    title = f"``{modname}``"
+    return "\n".join([title, "=" * len(title), "", f".. automodule:: {modname}",
+                      "   :no-members:", "   :no-index:", "", "The names it exports are listed under "
+                      ":doc:`jaxpareto.weighting <../modules/jaxpareto.weighting>`.", ""])
+
+
+def write_method_pages(outdir: pathlib.Path) -> list[str]:
+    """Writes ``outdir/<module>.rst`` for :func:`method_modules`; returns the names."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = method_modules()
+    for modname in names:
+        path = outdir / f"{modname}.rst"
+        text = method_page(modname)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    index = outdir / "index.rst"
+    text = "\n".join(["Method notes", "============", "",
+                      "The mathematics, paper references, status rules and derivatives of each "
+                      "weighting, from the docstrings of the modules that implement them.", "",
+                      ".. toctree::", "   :maxdepth: 1", ""] + [f"   {n}" for n in names] + [""])
+    if not index.exists() or index.read_text() != text:
+        index.write_text(text)
+    return names
+
+
 def write_module_pages(outdir: pathlib.Path) -> list[pathlib.Path]:
     """Writes ``outdir/<module>.rst`` for every documented module (only when changed)."""
     outdir.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ the last weights and the solver's diagnostics, so it can be logged, checkpointed
 carried through ``jax.lax.scan``.
 
 Conventions (every weighting follows them; ``tests/test_weighting_conventions.py`` checks)
-----------------------------------------------------------------------------------------
+------------------------------------------------------------------------------------------
 * **Factory** ``name(defining=None, *, num_tasks=None, <options>, max_iter=..., tol=...)
   -> Weighting``: at most one positional parameter, the method's defining one
   (``preference`` for the preference-based methods, ``c`` for CAGrad, none for the

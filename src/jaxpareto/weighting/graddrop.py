@@ -2,7 +2,7 @@
 optimizing deep multitask models with gradient sign dropout", Algorithm 1, lines 10–15).
 
 For every coordinate ``k`` of the parameters, the positive sign purity of the task
-gradients is
+gradients is::
 
     P_k = ½ (1 + Σ_i g_ik / Σ_i |g_ik|)   ∈ [0, 1],
 

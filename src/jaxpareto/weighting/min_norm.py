@@ -64,7 +64,7 @@ Solvers (``method``):
 KKT residual. With ``C'`` the Gramian actually solved (see normalization), ``g = C'β``,
 ``v = βᵀC'β``, ``n_i = √C'_ii`` and ``n̄ = Σ_i |β_i| n_i``, the optimality conditions are
 ``g_i ≥ v`` for all ``i`` with equality where ``β_i > 0``, and ``β ∈ Δ_m``. Each task's
-condition is measured on its own scale, ``s_i = n̄ (n_i + n̄)`` (floored at ``tiny``):
+condition is measured on its own scale, ``s_i = n̄ (n_i + n̄)`` (floored at ``tiny``)::
 
     kkt = max( max_i (v − g_i)_+ / s_i,          # dual feasibility
                max_i β_i |g_i − v| / s_i,        # complementarity

@@ -34,7 +34,7 @@ Method (two stages, both in one jitted program):
    near-optimal point it needs one or two steps.
 
 KKT residual (scale-free; :func:`qp_kkt_residual`): with ``s`` as above, ``ĝ = g / s``
-and ``X = max(1, ‖x‖_∞)``,
+and ``X = max(1, ‖x‖_∞)``::
 
     kkt = max( max_i dual-sign violation of ĝ_i,                 # dual feasibility
                max_i min((ĝ_i)_+, |x_i − l_i| / X),                 # complementarity
