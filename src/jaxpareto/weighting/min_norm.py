@@ -209,6 +209,17 @@ def _task_scales(gram: jax.Array, weights: jax.Array):
     return n, jnp.abs(weights) @ n
 
 
+def _violation(gram: jax.Array, weights: jax.Array) -> jax.Array:
+    """``[m]`` task ``i``'s optimality violation on its own scale,
+    ``(βᵀCβ − (Cβ)_i) / (n̄ (n_i + n̄))`` (:func:`_task_scales`; the denominator floored
+    at ``tiny``): positive where ``i`` would lower the objective. The one rule of the
+    KKT residual and of every activity decision of ``"auto"``, so that a tiny gradient
+    is not lost against the largest one."""
+    g = gram @ weights
+    n, nbar = _task_scales(gram, weights)
+    return (weights @ g - g) / jnp.maximum(nbar * (n + nbar), jnp.finfo(gram.dtype).tiny)
+
+
 def kkt_residual(gram: jax.Array, weights: jax.Array) -> jax.Array:
     """Scale-free KKT residual of ``min_{β∈Δ} βᵀCβ`` at ``β`` (see module docstring).
 
@@ -225,12 +236,9 @@ def kkt_residual(gram: jax.Array, weights: jax.Array) -> jax.Array:
       ``[]`` ``max(dual, complementarity, primal)``, dimensionless and unchanged when
       any one task's gradient is rescaled together with its weight's share.
     """
-    g = gram @ weights
-    v = weights @ g
-    n, nbar = _task_scales(gram, weights)
-    den = jnp.maximum(nbar * (n + nbar), jnp.finfo(gram.dtype).tiny)
-    dual = jnp.max(jnp.maximum(v - g, 0) / den)
-    comp = jnp.max(jnp.abs(weights) * jnp.abs(g - v) / den)
+    slack = _violation(gram, weights)
+    dual = jnp.max(jnp.maximum(slack, 0))
+    comp = jnp.max(jnp.abs(weights) * jnp.abs(slack))
     primal = jnp.abs(jnp.sum(weights) - 1) + jnp.sum(jnp.maximum(-weights, 0))
     return jnp.maximum(jnp.maximum(dual, comp), primal)
 
@@ -352,9 +360,7 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float, free0: jax.Array):
     """
     m = gram.shape[0]
     dtype = gram.dtype
-    tiny = jnp.finfo(dtype).tiny
     kkt_tol = kkt_tolerance(dtype, tol)
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0))
     vertex = jax.nn.one_hot(jnp.argmin(jnp.diagonal(gram)), m, dtype=dtype)
     free0 = jnp.where(jnp.any(free0), free0, True)
     no = jnp.zeros((m,), bool)
@@ -369,10 +375,7 @@ def _active_set(gram: jax.Array, max_iter: int, tol: float, free0: jax.Array):
         total = jnp.sum(y_pos)
         ok = jnp.all(jnp.isfinite(y_pos)) & (total > 0)
         x_pdas = jnp.where(ok, y_pos / jnp.where(ok, total, 1), vertex)
-        g = gram @ y
-        nbar = jnp.abs(y) @ norms
-        score = (y @ g - g) / jnp.maximum(nbar * (norms + nbar), tiny)
-        free = (c.support & (y_pos > 0)) | (~c.support & (score > tol))
+        free = (c.support & (y_pos > 0)) | (~c.support & (_violation(gram, y) > tol))
         settled = jnp.all(free == c.support) & ok
         to_wolfe = c.it + 1 >= _PDAS_MAX_ITER
         # Phase 2 / 3: one step of Wolfe's method.
@@ -435,12 +438,7 @@ def _wolfe_step(gram, y, c: _ActiveSetCarry, tol) -> _ActiveSetCarry:
     y_pos = jnp.where(c.support, jnp.maximum(y, 0), 0)
     y_pos = y_pos / jnp.sum(y_pos)
     sup_y = c.support & (y_pos > 0)
-    g = gram @ y_pos
-    v = y_pos @ g
-    # Scale-free activity rule: task i's violation on its own scale (see
-    # _task_scales), so that tiny gradients are not lost against the largest one.
-    nbar = y_pos @ norms
-    score = (v - g) / jnp.maximum(nbar * (norms + nbar), tiny)
+    score = _violation(gram, y_pos)
     j = jnp.argmax(score)
     violated = score[j] > tol
     repeat = jnp.all(sup_y == c.last_major)
